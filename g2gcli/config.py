@@ -1,0 +1,189 @@
+"""Configuration dataclasses, one per concern.
+
+They are plain data (no torch), saved with ``asdict()`` inside every checkpoint,
+next to every run and export, and written into the ONNX metadata, so export, mix
+and eval rebuild everything from them and nobody retypes an architecture constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Five-point alignment template (left eye, right eye, nose tip, left and right mouth
+# corner, MTCNN's order) of dlib's 150 px face chip. The identity network reads
+# exactly this chip; g2g's crops use the same template zoomed out by
+# ``AlignConfig.zoom`` so the generator also sees forehead, chin and some hair.
+DLIB_CHIP_SIZE = 150
+DLIB_TEMPLATE_150 = (
+    (40.61, 35.26),
+    (101.81, 35.99),
+    (71.87, 71.55),
+    (42.79, 100.47),
+    (100.08, 101.09),
+)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    size: int = 128  # side of the square aligned crop, px (64 to 256)
+    zoom: float = 1.3  # crop covers zoom x dlib's chip around the same centre
+
+    def template(self) -> list[tuple[float, float]]:
+        """The 5 landmark positions in a crop of ``size`` px."""
+        c = DLIB_CHIP_SIZE / 2
+        s = self.size / (DLIB_CHIP_SIZE * self.zoom)
+        return [((x - c) * s + self.size / 2, (y - c) * s + self.size / 2) for x, y in DLIB_TEMPLATE_150]
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    size: int = 128  # aligned crop side, px
+    zoom: float = 1.3  # see AlignConfig.zoom
+    faces: str = "largest"  # largest | all | skip-multiple
+    min_face: int = 40  # smallest face box side accepted, px in the source photo
+    min_score: float = 0.95  # smallest MTCNN detection probability accepted
+    max_pixels: int = 40_000_000  # larger images are skipped (decompression bombs)
+    batch_size: int = 16  # images per MTCNN batch
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    workers: int = 4  # image-decoding threads
+
+    def align(self) -> AlignConfig:
+        return AlignConfig(size=self.size, zoom=self.zoom)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator sizes (FUNIT's layout)."""
+
+    image_size: int = 128  # side of the aligned crops the model reads and writes
+    zoom: float = 1.3  # alignment zoom of those crops (AlignConfig.zoom)
+    content_dim: int = 64  # channels after the content encoder's first conv
+    content_downs: int = 3  # stride-2 downsamplings: content map at 1/8 resolution
+    content_res: int = 2  # residual blocks (instance norm) in the content encoder
+    max_dim: int = 512  # channel cap of the content map and decoder
+    class_dim: int = 64  # channels after the class encoder's first conv
+    class_downs: int = 4  # stride-2 downsamplings in the class encoder
+    class_code: int = 64  # size of the identity code (FUNIT's latent_dim)
+    mlp_dim: int = 256  # hidden width of the MLP that makes AdaIN parameters
+    mlp_blocks: int = 3  # linear layers in that MLP
+    dec_res: int = 2  # AdaIN residual blocks in the decoder
+    disc_dim: int = 64  # channels after the discriminator's first conv
+    disc_blocks: int = 4  # downsampling stages of the patch discriminator
+    disc_max: int = 1024  # channel cap of the discriminator
+
+    @property
+    def content_channels(self) -> int:
+        return min(self.content_dim * 2**self.content_downs, self.max_dim)
+
+    @property
+    def content_hw(self) -> int:
+        return self.image_size // 2**self.content_downs
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # FUNIT-size generator (content map 512 x 16 x 16 at 128 px)
+    "full": {},
+    # small enough for tests and CPU runs
+    "tiny": dict(
+        image_size=64, content_dim=16, content_downs=3, content_res=1, max_dim=128, class_dim=16,
+        class_downs=3, class_code=32, mlp_dim=64, mlp_blocks=2, dec_res=1, disc_dim=16, disc_blocks=3, disc_max=128,
+    ),
+    # a middle size that 2 CPU cores train in about an hour
+    "small": dict(
+        content_dim=32, content_res=2, max_dim=256, class_dim=32, class_code=64, mlp_dim=128,
+        dec_res=2, disc_dim=32, disc_max=256,
+    ),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Cross-training settings; loss-weight defaults are the research runs'."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 100_000  # generator updates
+    batch_size: int = 8  # pairs (a, b) per step
+    k_shot: int = 1  # images averaged into one identity code
+    lr_gen: float = 1e-4  # generator learning rate
+    lr_dis: float = 1e-4  # discriminator learning rate
+    optimizer: str = "rmsprop"  # rmsprop (FUNIT) | adam
+    weight_decay: float = 1e-4
+    beta1: float = 0.5  # Adam only
+    beta2: float = 0.999  # Adam only
+    alpha_vgg: float = 1.0  # α: perceptual loss
+    gamma_cyc: float = 10.0  # γ: cycle consistency A and B (L1)
+    lambda_adv: float = 1.0  # λ_g: generator GAN loss
+    delta_id: float = 1.0  # δ: identity loss, final value of its schedule
+    zeta_dis: float = 0.2  # ζ: discriminator loss scale
+    self_recon: float = 1.0  # weight of the self-reconstruction L1 G(E_A(a), E_B(a)) vs a
+    gan_loss: str = "hinge"  # hinge | nonsat
+    id_schedule: str = "constant"  # constant | linear | step
+    id_start: float = 0.0  # δ at step 0 for linear/step schedules
+    id_warmup: int = 0  # steps of the linear ramp (0: whole run)
+    id_step_every: int = 10_000  # steps between δ increases (step schedule)
+    id_step_count: int = 4  # number of equal increases up to delta_id (step schedule)
+    perceptual: str = "stlpips"  # stlpips (shift-tolerant LPIPS VGG16, offline) | vgg19 (ImageNet)
+    erase_landmarks: bool = False  # erase eyes/nose/mouth of the image that supplies the rest
+    ema_beta: float = 0.999  # EMA of the generator for sampling and export
+    amp: bool = True  # mixed precision on CUDA
+    compile: bool = False  # torch.compile the generator
+    seed: int = 0
+    val_fraction: float = 0.1  # identities held out for validation
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    pairs: str = "all"  # all | zip | by-name | random | path to a pairs CSV
+    per_pose: int = 1  # identities per pose for --pairs random
+    seed: int = 0
+    batch_size: int = 16  # decoder batch
+    crop_only: bool = False  # write the aligned crop instead of pasting back
+    aligned: bool = False  # inputs are already aligned crops
+    grid: bool = False  # write a contact sheet (poses x identities)
+    shard: str = "1/1"  # i/n: this process's share of the plan
+    device: str = "auto"
+    strict: bool = False  # any skip makes a non-zero exit
+    faces: str = "largest"
+    min_face: int = 40
+    min_score: float = 0.95
+    feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
+    workers: int = 4
+    fmt: str = "jpg"  # output image format
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a (possibly nested) config dataclass, ignoring unknown keys."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        ftype = f.type if not isinstance(f.type, str) else globals().get(f.type)
+        if isinstance(value, dict) and isinstance(ftype, type) and dataclasses.is_dataclass(ftype):
+            value = from_dict(ftype, value)
+        kwargs[f.name] = value
+    return cls(**kwargs)  # type: ignore[call-arg]

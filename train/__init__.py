@@ -1,0 +1,1 @@
+"""PyTorch side of g2g: generator, discriminator, identity and perceptual networks, losses, trainer."""
