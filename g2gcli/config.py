@@ -45,12 +45,13 @@ class PrepareConfig:
     size: int = 128  # aligned crop side, px
     zoom: float = 1.3  # see AlignConfig.zoom
     faces: str = "largest"  # largest | all | skip-multiple
-    min_face: int = 40  # smallest face box side accepted, px in the source photo
+    min_face: int = 40  # smallest face accepted: longer side of its box, px in the source photo
     min_score: float = 0.95  # smallest MTCNN detection probability accepted
     max_pixels: int = 40_000_000  # larger images are skipped (decompression bombs)
     batch_size: int = 16  # images per MTCNN batch
     device: str = "auto"  # auto | cpu | cuda[:N]
     workers: int = 4  # image-decoding threads
+    fmt: str = "png"  # crop format: png (lossless) | jpg (quality 95)
 
     def align(self) -> AlignConfig:
         return AlignConfig(size=self.size, zoom=self.zoom)
@@ -165,6 +166,24 @@ class MixConfig:
     feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
     workers: int = 4
     fmt: str = "jpg"  # output image format
+    max_pixels: int = 40_000_000  # larger photos are skipped (decompression bombs), as in prepare
+    grid_max: int = 16  # --grid shows at most this many poses (rows) and identities (columns)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``g2g eval`` settings (g2g/evaluate.py)."""
+
+    eval_net: str = "dlib"  # identity network(s), comma list: dlib | facenet-vggface2 | facenet-casia-webface
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    batch_size: int = 32  # crops per network call
+    json: str | None = None  # also write the report as JSON here
+    out_dir: str | None = None  # plots and CSVs (default TARGET/eval)
+    max_pairs: int = 2000  # same- and different-person reference pairs, each, sampled with seed
+    max_images: int = 256  # held-out crops for recon, sampled with seed
+    split: str | None = None  # RUN dir or its split.json: recon uses the "val" identities
+    examples: int = 4  # worst and best outputs shown in the example sheet
+    seed: int = 0
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""Export the identity network to one ONNX file that ``g2g eval`` runs on ONNX Runtime.
+
+The file takes g2g's aligned crops as they are (input ``crops``: float32 (N, 3, S, S)
+in [-1, 1], dynamic N) and returns ``embeddings`` (N, D); the resampling to the
+backbone's chip is inside the graph. Its ``metadata_props`` say everything a
+reader needs: net name, alignment zoom, input size, normalisation, distance metric
+and threshold, and the sha256 of the source weights. Export is checked with
+``onnx.checker`` and against PyTorch on ONNX Runtime before the file is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from g2g.fsutil import atomic_write_bytes
+
+OPSET = 18  # GridSample needs >= 16
+PARITY_TOL = 1e-4
+
+
+def export_identity(path: Path, name: str = "dlib", zoom: float = 1.3, size: int = 128,
+                    tol: float = PARITY_TOL, verbose: bool = True) -> Path:
+    """Write the identity ONNX model for crops of ``size`` px aligned at ``zoom``; returns ``path``."""
+    import onnx
+
+    from g2g.train.identity import load_identity_net
+
+    net = load_identity_net(name, zoom)
+    conv = net.convention()
+    example = torch.rand(2, 3, size, size) * 2 - 1  # (N, 3, S, S)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "identity.onnx"
+        torch.onnx.export(
+            net, (example,), str(raw), input_names=["crops"], output_names=["embeddings"],
+            opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+            dynamic_shapes={"crops": {0: torch.export.Dim("N", min=1, max=4096)}},
+        )
+        model = onnx.load(str(raw))
+    meta = {
+        "g2g_model": "identity",
+        "identity_net": name,
+        "zoom": repr(float(zoom)),
+        "input_size": str(size),
+        "input": "crops: float32 (N, 3, S, S) RGB in [-1, 1] = pixel / 127.5 - 1, aligned with AlignConfig(size, zoom)",
+        "output": f"embeddings: float32 (N, {net.dim})",
+        "embedding_dim": str(net.dim),
+        "distance": conv.metric,
+        "threshold": repr(conv.threshold),
+        "also_reported": "cosine",
+        "weights_sha256": net.weights_sha256,
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    model.doc_string = f"g2g identity network ({name}); {conv.note}"
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+
+    diff = _parity(data, net, size)
+    if verbose:
+        print(f"identity ONNX ({name}, {size} px, zoom {zoom}): max |ORT - PyTorch| = {diff:.2e}")
+    if not diff < tol:
+        raise RuntimeError(f"ONNX Runtime and PyTorch disagree by {diff:.2e} (> {tol:.0e}); not writing {path}")
+    atomic_write_bytes(Path(path), data)
+    return Path(path)
+
+
+def _parity(model_bytes: bytes, net: torch.nn.Module, size: int) -> float:
+    """Max abs difference of ORT (CPU) vs PyTorch on batches of 1 and 3 (checks the dynamic axis too)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for n in (1, 3):
+        x = torch.rand(n, 3, size, size, generator=gen) * 2 - 1
+        with torch.no_grad():
+            ref = net(x).numpy()
+        out = sess.run(["embeddings"], {"crops": x.numpy()})[0]
+        if out.shape != ref.shape:
+            raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+def cached_identity_onnx(name: str = "dlib", zoom: float = 1.3, size: int = 128, cache_dir: Path | None = None) -> Path:
+    """The exported identity model for (name, zoom, size), exported once into a user cache."""
+    from g2g.weights import verified_sha256
+
+    weights = "dlib-resnet" if name == "dlib" else name
+    root = Path(cache_dir or os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "g2g"))
+    path = root / f"identity-{name}-s{size}-z{zoom:g}-{verified_sha256(weights)[:12]}.onnx"
+    if not path.is_file():
+        export_identity(path, name, zoom, size, verbose=False)
+    return path

@@ -1,0 +1,637 @@
+"""``g2g mix POSES IDS -o OUT``: every planned (pose, identity) pair through the exported model.
+
+Cost. Each identity is encoded once (E_B over its K photos, K-shot mean) and
+each pose once (E_A), whatever N x M is; only the decoder runs per pair, in
+batches of ``batch_size``. Identity codes stay in memory (M x code floats);
+content maps are kept for one chunk of poses at a time, so memory does not
+grow with N.
+
+Pipeline. While the session encodes and decodes one chunk of poses, a
+background thread prepares the next (decode in ``workers`` threads, MTCNN in
+batches, alignment in threads). Paste-back and writing run in a writer pool;
+a manifest line is appended after its output is on disk.
+
+Resume. Outputs are written atomically and a pair is done when its last
+manifest line is ``ok`` for the same model and settings and its output
+exists, so a killed run loses only the pairs in flight. Skipped pairs are
+retried on a rerun (a fixed photo is picked up); ``g2g eval`` reads the last
+line per pair.
+
+Layout of OUT: see notes/interfaces.md ("Mix output").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from g2g import __version__
+from g2g.bundle import Bundle, BundleError, open_bundle, to_image, to_input
+from g2g.config import MixConfig, PrepareConfig
+from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
+from g2g.images import SkipImage, load_rgb, scan_folder
+from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
+from g2g.runtime import DeviceError
+
+MANIFEST = "manifest.jsonl"
+RUN_FILE = "run.json"
+GRID_FILE = "grid.jpg"
+FORMATS = ("jpg", "png", "webp")
+FACE_POLICIES = ("largest", "skip-multiple")  # one face per photo is mixed; "all" is prepare-only
+POSE_CHUNK = 64  # poses whose content maps are held at once (x2 with the chunk being prepared)
+ID_CHUNK = 64  # identities aligned and encoded at once
+
+
+class MixError(ValueError):
+    """A problem with the whole run (bad folders, options, model): a one-line user error."""
+
+
+@dataclass
+class Source:
+    """One photo after loading and alignment: a crop, or why there is none."""
+
+    rel: str  # relative to its root (POSES or IDS)
+    crop: np.ndarray | None = None  # (S, S, 3) uint8
+    photo: np.ndarray | None = None  # (H, W, 3) uint8, kept for paste-back only
+    affine: list | None = None  # 2x3 photo -> crop; None for --aligned input
+    crop_rel: str | None = None  # where the crop is kept, relative to OUT
+    reason: str | None = None
+    message: str = ""
+
+
+@dataclass
+class MixReport:
+    out: Path
+    planned: int = 0  # pairs of this shard
+    total_plan: int = 0  # pairs of the whole plan (all shards)
+    shard: str = "1/1"
+    resumed: int = 0  # already done by an earlier run
+    written: int = 0  # outputs written by this run
+    skipped: Counter = field(default_factory=Counter)  # reason -> pairs skipped by this run
+    bad_sources: Counter = field(default_factory=Counter)  # (role, reason) -> source photos skipped
+    poses_encoded: int = 0
+    identities_encoded: int = 0
+    providers: list[str] = field(default_factory=list)
+    device: str = ""
+    note: str = ""  # why CUDA was not used
+    elapsed: float = 0.0
+    grid: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def any_skips(self) -> bool:
+        """Anything skipped: a pair, or a source photo (even one an identity could do without)."""
+        return bool(self.n_skipped or self.bad_sources)
+
+    @property
+    def pairs_per_s(self) -> float:
+        return (self.written + self.n_skipped) / self.elapsed if self.elapsed > 0 else 0.0
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table(title=f"g2g mix -> {self.out}  (shard {self.shard})", title_justify="left")
+        t.add_column("")
+        t.add_column("pairs", justify="right")
+        t.add_row("planned (this shard)", f"{self.planned} of {self.total_plan}")
+        t.add_row("already done (resumed)", str(self.resumed))
+        t.add_row("[green]written[/green]", str(self.written))
+        for reason, n in sorted(self.skipped.items()):
+            t.add_row(f"[yellow]skipped: {reason}[/yellow]", str(n))
+        for (role, reason), n in sorted(self.bad_sources.items()):
+            t.add_row(f"[yellow]{role} photos skipped: {reason}[/yellow]", f"{n} photo(s)")
+        t.add_row("encoded once", f"{self.poses_encoded} poses, {self.identities_encoded} identities", end_section=True)
+        t.add_row("speed", f"{self.pairs_per_s:.1f} pairs/s ({self.elapsed:.1f} s)")
+        t.add_row("providers", ", ".join(self.providers) + (f" ({self.device})" if self.device else ""))
+        if self.note:
+            t.add_row("[yellow]note[/yellow]", self.note)
+        return t
+
+
+def settings_sha256(cfg: MixConfig, bundle: Bundle) -> str:
+    """Hash of the settings that change an output's pixels (not pairing, sharding, batching or device)."""
+    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels")
+    rec = {k: getattr(cfg, k) for k in keys} | {"size": bundle.align.size, "zoom": bundle.align.zoom}
+    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
+
+
+def _check(cfg: MixConfig) -> None:
+    if cfg.faces not in FACE_POLICIES:
+        raise MixError(f"--faces must be one of {', '.join(FACE_POLICIES)} for mix, got {cfg.faces!r}")
+    if cfg.fmt not in FORMATS:
+        raise MixError(f"output format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
+    if cfg.batch_size < 1 or cfg.workers < 1:
+        raise MixError("--batch-size and workers must be at least 1")
+    if not 0 <= cfg.feather <= 0.5:
+        raise MixError(f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}")
+    if not 0 <= cfg.min_score <= 1:
+        raise MixError(f"--min-score must be in [0, 1], got {cfg.min_score}")
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line left without its newline by a kill, so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def latest_records(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Last manifest line per (pose, identity): the state after any number of resumes."""
+    return {(r.get("pose"), r.get("identity")): r for r in read_jsonl(Path(out) / MANIFEST)}
+
+
+class _Progress:
+    """rich progress on a terminal (pairs done, pairs/s, skips); a plain line every 30 s in a log file."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        from rich.console import Console
+
+        self.bar = None
+        self.lock = threading.Lock()
+        self.total, self.done = total, done
+        self.written = self.skipped = 0
+        self.t0 = self.last = time.perf_counter()
+        self.console = console = Console(stderr=True)
+        self.log = enabled and not console.is_terminal
+        if enabled and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]mix[/bold]"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} pairs/s"), TextColumn("skipped {task.fields[skipped]}"),
+                TimeRemainingColumn(), console=console,
+            )
+            self.task = self.bar.add_task("mix", total=total, completed=done, rate="-", skipped=0)
+            self.bar.start()
+
+    def advance(self, written: int = 0, skipped: int = 0) -> None:
+        with self.lock:
+            self.written += written
+            self.skipped += skipped
+            self.done += written + skipped
+            now = time.perf_counter()
+            rate = (self.written + self.skipped) / max(now - self.t0, 1e-9)
+            if self.bar is not None:
+                self.bar.update(self.task, advance=written + skipped, rate=f"{rate:.1f}", skipped=self.skipped)
+            elif self.log and (now - self.last >= 30 or self.done == self.total):
+                self.last = now
+                self.console.print(f"mix: {self.done}/{self.total} pairs, {rate:.1f} pairs/s, skipped {self.skipped}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _Writer:
+    """Background pool for paste-back and writes; at most ``limit`` jobs in flight.
+
+    A failing job (disk full, permissions) is not a per-file skip: its exception
+    is raised in the main thread at the next ``submit``/``drain`` and stops the run.
+    """
+
+    def __init__(self, workers: int, manifest: Path, limit: int):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="g2g-write")
+        self.jobs: deque[Future] = deque()
+        self.limit = limit
+        self.manifest = manifest
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Callable, *args: Any) -> None:
+        self.drain(self.limit)
+        self.jobs.append(self.pool.submit(fn, *args))
+
+    def drain(self, keep: int = 0) -> None:
+        while len(self.jobs) > keep:
+            self.jobs.popleft().result()
+        while self.jobs and self.jobs[0].done():
+            self.jobs.popleft().result()
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for rec in records:  # one write per line: shards appending to one manifest never interleave mid-line
+                append_jsonl(self.manifest, [rec])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Aligner:
+    """Photos -> aligned crops at the model's size (MTCNN + 5-point similarity), or -> resized crops (--aligned)."""
+
+    def __init__(self, cfg: MixConfig, bundle: Bundle, pool: ThreadPoolExecutor):
+        self.cfg, self.pool = cfg, pool
+        self.size = bundle.align.size
+        self.template = np.asarray(bundle.align.template())
+        self.pcfg = PrepareConfig(size=self.size, zoom=bundle.align.zoom, faces=cfg.faces, min_face=cfg.min_face,
+                                  min_score=cfg.min_score, max_pixels=cfg.max_pixels, device=cfg.device)
+        self.detector = None
+        self.seconds: Counter = Counter()
+        self.notes: list[str] = []
+
+    def _detector(self):
+        if self.detector is None:
+            from g2g.detect import FaceDetector
+
+            min_face = max(12, self.cfg.min_face // 2)  # smaller faces are then reported as face-too-small
+            try:
+                self.detector = FaceDetector(self.cfg.device, min_face=min_face)
+            except ValueError as e:  # CUDA asked for but torch has none: detect on the CPU, like ORT falls back
+                self.notes.append(f"face detector on the CPU: {e}")
+                self.detector = FaceDetector("cpu", min_face=min_face)
+        return self.detector
+
+    def _load(self, path: Path) -> Any:
+        try:
+            min_side = 8 if self.cfg.aligned else max(12, self.cfg.min_face // 2)
+            return load_rgb(path, max_pixels=self.cfg.max_pixels, min_side=min_side).rgb
+        except SkipImage as e:
+            return e
+        except Exception as e:  # never let one file stop the batch
+            return SkipImage("unreadable", f"{type(e).__name__}: {e}")
+
+    def run(self, root: Path, rels: list[str], keep_photo: bool) -> list[Source]:
+        """Load and align ``rels`` (relative to ``root``), in order."""
+        t = time.perf_counter()
+        loaded = list(self.pool.map(self._load, [root / r for r in rels]))
+        self.seconds["load"] += time.perf_counter() - t
+        out = [Source(r) for r in rels]
+        ok = [i for i, im in enumerate(loaded) if not isinstance(im, SkipImage)]
+        for i, im in enumerate(loaded):
+            if isinstance(im, SkipImage):
+                out[i].reason, out[i].message = im.reason, im.message
+        if self.cfg.aligned:
+            for i in ok:
+                self._take_aligned(out[i], loaded[i])
+            return out
+        from g2g.detect import DetectorError
+        from g2g.prepare import select_faces
+
+        t = time.perf_counter()
+        faces: list[Any] = []
+        step = 16
+        for j in range(0, len(ok), step):
+            faces += self._detector().detect_batch([loaded[i] for i in ok[j : j + step]])
+        self.seconds["detect"] += time.perf_counter() - t
+        t = time.perf_counter()
+        jobs = []
+        for i, found in zip(ok, faces):
+            src = out[i]
+            if isinstance(found, DetectorError):
+                src.reason, src.message = "detector-error", str(found)
+                continue
+            chosen, reason, message = select_faces(found or [], self.pcfg)
+            if reason is not None:
+                src.reason, src.message = reason, message or ""
+                continue
+            jobs.append(self.pool.submit(self._align, src, loaded[i], chosen[0].landmarks, keep_photo))
+        for j in jobs:
+            j.result()
+        self.seconds["align"] += time.perf_counter() - t
+        return out
+
+    def _align(self, src: Source, rgb: np.ndarray, landmarks: np.ndarray, keep_photo: bool) -> None:
+        from g2g.align import estimate_similarity, warp_face
+
+        try:
+            M = estimate_similarity(landmarks, self.template)  # (2, 3) photo -> crop
+        except ValueError as e:
+            src.reason, src.message = "no-face", f"degenerate landmarks ({e})"
+            return
+        src.crop = warp_face(rgb, M, self.size)
+        src.affine = np.asarray(M, dtype=np.float64).tolist()
+        src.photo = rgb if keep_photo else None
+
+    def _take_aligned(self, src: Source, rgb: np.ndarray) -> None:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        if abs(h - w) > 1:
+            src.reason, src.message = "not-aligned", f"{w}x{h} is not square: --aligned expects aligned crops (g2g prepare output)"
+            return
+        interp = cv2.INTER_AREA if h > self.size else cv2.INTER_CUBIC
+        src.crop = rgb if (h, w) == (self.size, self.size) else cv2.resize(rgb, (self.size, self.size), interpolation=interp)
+
+
+def unique_stems(rels: list[str]) -> dict[str, str]:
+    """Path without suffix for each file, ``<stem>_<ext>`` where two files differ only in extension (as prepare)."""
+    seen = Counter(Path(r).with_suffix("").as_posix() for r in rels)
+    out = {}
+    for r in rels:
+        base = Path(r).with_suffix("").as_posix()
+        out[r] = base if seen[base] == 1 else f"{base}_{Path(r).suffix.lstrip('.').lower()}"
+    return out
+
+
+def mix_folders(
+    poses: Path, ids: Path, out: Path, cfg: MixConfig = MixConfig(), model_dir: Path | None = None, progress: bool = True,
+) -> MixReport:
+    """Mix every planned (pose, identity) pair of ``poses`` x ``ids`` into ``out``; resumable.
+
+    Raises :class:`MixError` (or :class:`BundleError` / :class:`PairingError`,
+    all ``ValueError``) for whole-run problems; bad photos become skipped
+    manifest lines with a reason.
+    """
+    t_start = time.perf_counter()
+    _check(cfg)
+    poses, ids, out = Path(poses).resolve(), Path(ids).resolve(), Path(out).resolve()
+    for name, d in (("POSES", poses), ("IDS", ids)):
+        if not d.is_dir():
+            raise MixError(f"{name} {d} is not a folder")
+        if out == d:
+            raise MixError(f"-o OUT must differ from {name}")
+    pose_files = [p.relative_to(poses).as_posix() for p in scan_folder(poses, exclude=out)[0]]
+    id_files = [p.relative_to(ids).as_posix() for p in scan_folder(ids, exclude=out)[0]]
+    if not pose_files:
+        raise MixError(f"no images found under POSES {poses}")
+    if not id_files:
+        raise MixError(f"no images found under IDS {ids}")
+    try:
+        bundle = open_bundle(model_dir, device=cfg.device, batch_size=cfg.batch_size)
+    except DeviceError as e:
+        raise MixError(str(e)) from None
+    plan = build_plan(pose_files, group_identities(id_files), cfg.pairs, cfg.per_pose, cfg.seed)
+    i, n = parse_shard(cfg.shard)
+    pairs = shard(plan.pairs, i, n)
+
+    report = MixReport(out=out, planned=len(pairs), total_plan=len(plan.pairs), shard=f"{i}/{n}",
+                       providers=bundle.providers, device=bundle.device, note=bundle.note, notes=list(plan.notes))
+    crop_mode = cfg.crop_only or cfg.aligned
+    if cfg.aligned and not cfg.crop_only:
+        report.notes.append("--aligned: poses are crops, so outputs are mixed crops (nothing to paste back into)")
+    model_sha, set_sha = bundle.sha256, settings_sha256(cfg, bundle)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RUN_FILE, {
+        "poses_root": str(poses), "ids_root": str(ids),
+        "model_dir": str(bundle.root.resolve()), "model_sha256": model_sha, "settings_sha256": set_sha,
+        "mix": asdict(cfg), "align": {"size": bundle.align.size, "zoom": bundle.align.zoom,
+                                      "template": [list(p) for p in bundle.align.template()]},
+        "providers": bundle.providers, "device": bundle.device, "note": bundle.note,
+        "plan": {"mode": plan.mode, "pairs": len(plan.pairs), "shard": f"{i}/{n}", "shard_pairs": len(pairs)},
+        "version": __version__,
+    })
+    manifest = out / MANIFEST
+    _drop_torn_line(manifest)
+    last = latest_records(out)
+
+    def done(pr: tuple[str, str]) -> bool:
+        r = last.get(pr)
+        return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha
+                    and r.get("settings_sha256") == set_sha and r.get("output") and (out / r["output"]).is_file())
+
+    todo = [pr for pr in pairs if not done(pr)]
+    report.resumed = len(pairs) - len(todo)
+
+    bar = _Progress(len(pairs), report.resumed, progress)
+    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
+    prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2g-prep")
+    writer = _Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
+    aligner = _Aligner(cfg, bundle, pool)
+    timings: Counter = Counter()
+    ctx = _Ctx(cfg, bundle, plan, out, writer, bar, report, model_sha, set_sha, crop_mode,
+               unique_stems(pose_files), unique_stems(id_files))
+    try:
+        # identities: aligned and encoded once each, codes kept in memory
+        needed = list(dict.fromkeys(ident for _, ident in todo))
+        codes: dict[str, np.ndarray] = {}
+        id_info: dict[str, dict[str, Any]] = {}
+        for k in range(0, len(needed), ID_CHUNK):
+            t = time.perf_counter()
+            chunk = needed[k : k + ID_CHUNK]
+            srcs = aligner.run(ids, [s for name in chunk for s in plan.identities[name]], keep_photo=False)
+            timings["identities_align"] += time.perf_counter() - t
+            t = time.perf_counter()
+            ctx.encode_identities(chunk, srcs, codes, id_info)
+            timings["identities_encode"] += time.perf_counter() - t
+
+        # poses: chunks prepared in the background while the session works on the previous one
+        pose_order = list(dict.fromkeys(p for p, _ in todo))
+        by_pose: dict[str, list[str]] = {}
+        for p, ident in todo:
+            by_pose.setdefault(p, []).append(ident)
+        chunks = [pose_order[k : k + POSE_CHUNK] for k in range(0, len(pose_order), POSE_CHUNK)]
+        nxt = prep.submit(aligner.run, poses, chunks[0], not crop_mode) if chunks else None
+        for c in range(len(chunks)):
+            t = time.perf_counter()
+            srcs = nxt.result()  # type: ignore[union-attr]
+            timings["poses_wait"] += time.perf_counter() - t
+            nxt = prep.submit(aligner.run, poses, chunks[c + 1], not crop_mode) if c + 1 < len(chunks) else None
+            t = time.perf_counter()
+            ctx.mix_chunk(srcs, by_pose, codes, id_info)
+            timings["mix"] += time.perf_counter() - t
+        t = time.perf_counter()
+        writer.drain(0)
+        timings["write_wait"] += time.perf_counter() - t
+    finally:
+        prep.shutdown(wait=True, cancel_futures=True)
+        writer.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+    if cfg.grid:
+        report.grid = write_grid(out, pairs, cfg.grid_max, bundle.align.size)
+    report.elapsed = time.perf_counter() - t_start
+    report.timings = {**dict(timings), **{f"aligner_{k}": v for k, v in aligner.seconds.items()}}
+    report.notes += aligner.notes
+    return report
+
+
+@dataclass
+class _Ctx:
+    """What the encoding and decoding steps share (keeps mix_folders readable)."""
+
+    cfg: MixConfig
+    bundle: Bundle
+    plan: Plan
+    out: Path
+    writer: _Writer
+    bar: _Progress
+    report: MixReport
+    model_sha: str
+    set_sha: str
+    crop_mode: bool
+    pose_stems: dict[str, str]  # pose -> its path without suffix (unique)
+    id_stems: dict[str, str]  # identity source -> its path without suffix (unique)
+
+    def record(self, pose: str, ident: str, id_info: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        info = id_info.get(ident, {})
+        rec = {
+            "status": "skipped", "reason": None, "message": "", "pose": pose, "identity": ident,
+            "identity_sources": info.get("sources", list(self.plan.identities.get(ident, []))),
+            "output": None, "mixed_crop": None, "pose_crop": None, "identity_crops": info.get("crops", []),
+            "affine": None, "model_sha256": self.model_sha, "settings_sha256": self.set_sha,
+        }
+        if info.get("skipped_sources"):
+            rec["identity_skipped_sources"] = info["skipped_sources"]
+        rec.update(kw)
+        return rec
+
+    def save_crop(self, rel: str, crop: np.ndarray) -> None:
+        from PIL import Image
+
+        atomic_save_image(safe_join(self.out, rel), Image.fromarray(crop))
+
+    def encode_identities(self, names: list[str], srcs: list[Source], codes: dict[str, np.ndarray],
+                          id_info: dict[str, dict[str, Any]]) -> None:
+        """One code per identity with at least one usable photo (K-shot mean inside the class encoder)."""
+        it = iter(srcs)
+        by_k: dict[int, list[tuple[str, list[np.ndarray]]]] = {}
+        for name in names:
+            mine = [next(it) for _ in self.plan.identities[name]]
+            good = [s for s in mine if s.crop is not None]
+            bad = [s for s in mine if s.crop is None]
+            for s in bad:
+                self.report.bad_sources[("identity", s.reason)] += 1
+            info: dict[str, Any] = {"skipped_sources": [{"source": s.rel, "reason": s.reason, "message": s.message}
+                                                        for s in bad]}
+            if not good:
+                reasons = Counter(s.reason for s in bad)
+                info["reason"] = bad[0].reason if len(reasons) == 1 else "no-usable-photo"
+                info["message"] = f"identity {name}: no usable photo (" + ", ".join(
+                    f"{r} x{c}" for r, c in reasons.items()) + f"); first: {bad[0].rel}: {bad[0].message}"
+                info["sources"] = [s.rel for s in mine]
+            else:
+                info["sources"] = [s.rel for s in good]
+                info["crops"] = []
+                for s in good:
+                    rel = f"aligned/ids/{name}/{Path(self.id_stems[s.rel]).name}.png"
+                    info["crops"].append(rel)
+                    self.writer.submit(self.save_crop, rel, s.crop)
+                by_k.setdefault(len(good), []).append((name, [s.crop for s in good]))  # type: ignore[misc]
+            id_info[name] = info
+        for k, group in by_k.items():
+            x = np.stack([to_input(np.stack(crops)) for _, crops in group])  # (m, K, 3, S, S)
+            for (name, _), code in zip(group, self.bundle.encode_class(x)):
+                codes[name] = code
+            self.report.identities_encoded += len(group)
+
+    def mix_chunk(self, srcs: list[Source], by_pose: dict[str, list[str]], codes: dict[str, np.ndarray],
+                  id_info: dict[str, dict[str, Any]]) -> None:
+        """Encode a chunk of poses once, decode all their pairs in batches, hand results to the writer."""
+        skipped: list[dict[str, Any]] = []
+        good = []
+        for s in srcs:
+            if s.crop is None:
+                self.report.bad_sources[("pose", s.reason)] += 1
+                for ident in by_pose[s.rel]:
+                    skipped.append(self.record(s.rel, ident, id_info, reason=s.reason, message=f"pose {s.rel}: {s.message}"))
+                continue
+            s.crop_rel = f"aligned/poses/{self.pose_stems[s.rel]}.png"
+            self.writer.submit(self.save_crop, s.crop_rel, s.crop)
+            good.append(s)
+        content = self.bundle.encode_content(to_input(np.stack([s.crop for s in good]))) if good else None
+        self.report.poses_encoded += len(good)
+        jobs: list[tuple[int, str]] = []  # (index into good, identity)
+        for gi, s in enumerate(good):
+            for ident in by_pose[s.rel]:
+                if ident in codes:
+                    jobs.append((gi, ident))
+                else:
+                    info = id_info[ident]
+                    skipped.append(self.record(s.rel, ident, id_info, reason=info["reason"], message=info["message"],
+                                               pose_crop=s.crop_rel, affine=s.affine))
+        if skipped:
+            self.writer.append(skipped)
+            self.report.skipped.update(r["reason"] for r in skipped)
+            self.bar.advance(skipped=len(skipped))
+        B = self.cfg.batch_size
+        for b in range(0, len(jobs), B):
+            batch = jobs[b : b + B]
+            idx = np.array([gi for gi, _ in batch])
+            z = np.stack([codes[ident] for _, ident in batch])  # (B, code)
+            images = to_image(self.bundle.decode(content[idx], z))  # type: ignore[index]  # (B, S, S, 3) uint8
+            for (gi, ident), img in zip(batch, images):
+                self.writer.submit(self.write_pair, good[gi], ident, img, id_info)
+
+    def write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any]) -> None:
+        """Paste back (or not), write atomically, then append the manifest line."""
+        from PIL import Image
+
+        from g2g.paste import paste_back
+
+        rel = Path(self.pose_stems[src.rel])  # pose path without suffix
+        name = f"{rel.name}__{ident}"
+        out_rel = (rel.parent / f"{name}.{self.cfg.fmt}").as_posix()
+        if self.crop_mode:
+            atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(crop))
+            mixed_rel = out_rel
+        else:
+            mixed_rel = f"aligned/mixed/{(rel.parent / name).as_posix()}.png"
+            atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
+            pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather)  # type: ignore[arg-type]
+            atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))
+        self.writer.append([self.record(src.rel, ident, id_info, status="ok", output=out_rel, mixed_crop=mixed_rel,
+                                        pose_crop=src.crop_rel, affine=src.affine)])
+        with self.writer.lock:
+            self.report.written += 1
+        self.bar.advance(written=1)
+
+
+def write_grid(out: Path, pairs: list[tuple[str, str]], limit: int, size: int) -> Path | None:
+    """OUT/grid.jpg: poses as rows, identities as columns (first ``limit`` of each), from the files on disk.
+
+    The first column is the aligned pose, the first row an aligned photo of each
+    identity; a skipped pair is a grey crossed cell, a pair not in the plan a blank one.
+    """
+    from PIL import Image
+
+    from g2g.sheets import contact_sheet
+
+    recs = latest_records(out)
+    pose_rows = list(dict.fromkeys(p for p, _ in pairs))[:limit]
+    id_cols = list(dict.fromkeys(i for _, i in pairs))[:limit]
+    if not pose_rows:
+        return None
+    planned = set(pairs)
+    blank = np.full((size, size, 3), 255, np.uint8)
+
+    def read(rel: str | None) -> np.ndarray | None:
+        if not rel or not (out / rel).is_file():
+            return None
+        with Image.open(out / rel) as im:
+            return np.asarray(im.convert("RGB"))
+
+    first_pose: dict[str, str] = {}
+    first_id: dict[str, str] = {}
+    for (p, i), r in recs.items():  # one pass: an aligned crop of each shown pose and identity
+        if r.get("pose_crop"):
+            first_pose.setdefault(p, r["pose_crop"])
+        if r.get("identity_crops"):
+            first_id.setdefault(i, r["identity_crops"][0])
+    rows: list[list[np.ndarray | None]] = [[blank] + [read(first_id.get(i)) for i in id_cols]]
+    for p in pose_rows:
+        pose_crop = read(first_pose.get(p))
+        row: list[np.ndarray | None] = [pose_crop]
+        for i in id_cols:
+            r = recs.get((p, i))
+            if (p, i) not in planned:
+                row.append(blank)
+            elif r and r.get("status") == "ok":
+                row.append(read(r.get("mixed_crop") or r.get("output")))
+            else:
+                row.append(None)
+        rows.append(row)
+    sheet = contact_sheet(rows, ["identity"] + pose_rows, ["pose"] + id_cols, cell=max(64, min(size, 128)))
+    path = safe_join(out, GRID_FILE)
+    atomic_save_image(path, sheet)
+    return path
+
+
+__all__ = ["MixError", "MixReport", "mix_folders", "write_grid", "latest_records", "settings_sha256",
+           "BundleError", "PairingError"]

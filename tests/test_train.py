@@ -1,0 +1,327 @@
+"""g2g train: networks, losses, perceptual net, data, cross training on real faces, resume, DDP, CLI.
+
+Everything uses the tiny preset on 32-64 px crops so the file runs on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from g2g.config import AlignConfig, TrainConfig, model_preset
+from g2g.train import losses as L
+from g2g.train.data import (PairBatches, fixed_val_pairs, landmark_mask, load_items, split_identities)
+from g2g.train.model import Generator, PatchDiscriminator
+from g2g.train.trainer import CrossForward, TrainError, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on 2 shared cores, OpenMP threads of tiny convs spin against other processes
+    (measured 5x slower per step with 2 threads than with 1 on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(size: int = 64, **kw) -> TrainConfig:
+    base = dict(steps=6, batch_size=2, log_every=1, sample_every=1000, checkpoint_every=1000, workers=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(model=model_preset("tiny", image_size=size), **base)
+
+
+def template_landmarks(n: int, size: int) -> torch.Tensor:
+    return torch.tensor(AlignConfig(size=size).template(), dtype=torch.float32)[None].repeat(n, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, prepared_small) -> Path:
+    """A fixed tiny DATA folder: 2 identities x 2 crops copied from ``prepared_small``."""
+    by_id = load_items(prepared_small)
+    out = tmp_path_factory.mktemp("tiny_data")
+    lines = []
+    for identity in list(by_id)[:2]:
+        for item in by_id[identity][:2]:
+            (out / item.rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(prepared_small / item.rel, out / item.rel)
+            lines.append({"status": "ok", "identity": identity, "output": item.rel,
+                          "crop_landmarks": [list(p) for p in item.landmarks]})
+    (out / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    shutil.copy(prepared_small / "prepare_config.json", out / "prepare_config.json")
+    return out
+
+
+# --- networks --------------------------------------------------------------------------------------------------------
+
+
+def test_cross_forward_shapes_and_every_parameter_gets_a_gradient():
+    cfg = model_preset("tiny")
+    torch.manual_seed(0)
+    gen, dis = Generator(cfg), PatchDiscriminator(cfg)
+    a_k, b_k = torch.rand(2, 2, 3, 64, 64) * 2 - 1, torch.rand(2, 2, 3, 64, 64) * 2 - 1  # K = 2
+    lm = template_landmarks(2, 64)
+    assert gen.content_encoder(a_k[:, 0]).shape == (2, cfg.content_channels, 8, 8)
+    assert gen.encode_class(a_k).shape == (2, cfg.class_code)
+    out = CrossForward(gen, erase=True)(a_k, b_k, lm, lm)
+    for k in ("mixed", "self", "recon"):
+        assert out[k].shape == (4, 3, 64, 64)
+        assert torch.isfinite(out[k]).all() and out[k].abs().max() <= 1
+    logits = dis(torch.cat([out["mixed"], a_k[:, 0]]))
+    assert logits.shape[:2] == (6, 1) and torch.isfinite(logits).all()
+    target = torch.rand(4, 3, 64, 64) * 2 - 1
+    loss = sum((out[k] - target).abs().mean() for k in out) + logits.mean()
+    loss.backward()
+    for name, p in [*gen.named_parameters(prefix="gen"), *dis.named_parameters(prefix="dis")]:
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if p.dim() > 1:  # weights (biases right before an instance norm get ~0 by construction)
+            assert p.grad.abs().sum() > 0, name
+
+
+# --- losses ----------------------------------------------------------------------------------------------------------
+
+
+def test_gan_losses_on_known_values():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.0])
+    l_real, l_fake = L.d_gan_loss(real, fake, "hinge")
+    assert l_real.item() == pytest.approx((0 + 0.5 + 2) / 3)
+    assert l_fake.item() == pytest.approx((0 + 1 + 2) / 3)
+    assert L.g_gan_loss(fake, "hinge").item() == pytest.approx(1 / 3)
+    z = torch.zeros(4)
+    assert [v.item() for v in L.d_gan_loss(z, z, "nonsat")] == pytest.approx([np.log(2)] * 2)
+    assert L.g_gan_loss(torch.full((2,), 10.0), "nonsat").item() == pytest.approx(np.log1p(np.exp(-10)), rel=1e-4)
+    assert L.discriminator_loss(torch.tensor(0.8), torch.tensor(1.0), 0.2).item() == pytest.approx(0.18)
+    with pytest.raises(ValueError):
+        L.g_gan_loss(fake, "wgan")
+
+
+def test_identity_distance_is_euclidean_with_finite_gradient():
+    e1 = torch.zeros(2, 128, requires_grad=True)
+    e2 = torch.zeros(2, 128)
+    e2[0, :2] = torch.tensor([3.0, 4.0])
+    d = L.identity_distance(e1, e2)
+    assert d.item() == pytest.approx((5.0 + 0.0) / 2, abs=1e-3)
+    d.backward()
+    assert torch.isfinite(e1.grad).all()  # coinciding embeddings (row 1) included
+    assert L.l1(torch.ones(3), torch.zeros(3)).item() == 1.0
+
+
+def test_identity_weight_schedules():
+    c = TrainConfig(delta_id=2.0, steps=1000)
+    assert L.id_weight(0, c) == L.id_weight(999, c) == 2.0
+    lin = replace(c, id_schedule="linear", id_start=0.0, delta_id=1.0, id_warmup=100)
+    assert [L.id_weight(s, lin) for s in (0, 50, 100, 500)] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    lin_run = replace(lin, id_warmup=0)  # ramp over the whole run
+    assert L.id_weight(250, lin_run) == pytest.approx(0.25)
+    st = replace(c, id_schedule="step", id_start=0.5, delta_id=2.5, id_step_every=10, id_step_count=4)
+    assert [L.id_weight(s, st) for s in (0, 9, 10, 25, 39, 40, 10_000)] == pytest.approx([0.5, 0.5, 1.0, 1.5, 2.0, 2.5, 2.5])
+    with pytest.raises(ValueError):
+        L.id_weight(0, replace(c, id_schedule="cosine"))
+
+
+# --- perceptual ------------------------------------------------------------------------------------------------------
+
+
+def _crops(data: Path, n: int) -> tuple[torch.Tensor, list[str]]:
+    from g2g.train.data import load_image
+
+    by_id = load_items(data)
+    items = [by_id[i][0] for i in list(by_id)[:n]]
+    return torch.stack([load_image(data / it.rel, 64)[0] for it in items]), [it.identity for it in items]
+
+
+def test_stlpips_matches_the_package_and_ranks_real_faces(prepared_small):
+    from g2g.train.perceptual import load_perceptual
+
+    net = load_perceptual("stlpips")
+    x, _ = _crops(prepared_small, 3)
+    shifted = torch.roll(x, shifts=2, dims=-1)  # a 2 px shift of the same faces
+    other = x.roll(1, dims=0)  # other people
+    d_same, d_shift, d_other = net(x, x), net(x, shifted), net(x, other)
+    assert torch.allclose(d_same, torch.zeros(3), atol=1e-6)
+    assert (d_shift < d_other).all(), (d_shift, d_other)
+    try:  # the package's own class (imports IPython/torchsummary, so only here)
+        from stlpips_pytorch import stlpips
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"stlpips_pytorch.stlpips not importable: {e}")
+    ref = stlpips.LPIPS(net="vgg", variant="shift_tolerant", verbose=False).eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x, other), ref(x, other).flatten(), rtol=1e-4, atol=1e-6)
+
+
+def test_vgg19_without_weights_is_one_clear_line(monkeypatch, tmp_path):
+    from g2g.train import perceptual
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(perceptual.PerceptualWeightsError) as e:
+        perceptual.load_perceptual("vgg19")
+    msg = str(e.value)
+    assert "\n" not in msg and "stlpips" in msg and str(tmp_path) in msg
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+
+def test_identity_split_pairs_and_kshot(prepared_small):
+    by_id = load_items(prepared_small)
+    ids = list(by_id)
+    train_ids, val_ids = split_identities(ids, 0.2, seed=3)
+    assert set(train_ids).isdisjoint(val_ids) and sorted(train_ids + val_ids) == sorted(ids)
+    assert len(val_ids) >= 1 and len(train_ids) >= 2
+    assert split_identities(ids, 0.2, seed=3) == (train_ids, val_ids)
+    ds = PairBatches(prepared_small, by_id, train_ids, batch_size=5, k_shot=3, size=48, seed=1)
+    groups, _ = ds.plan(7)
+    for ga, gb in groups:
+        assert len(ga) == len(gb) == 3
+        assert {g.identity for g in ga} == {ga[0].identity} and {g.identity for g in gb} == {gb[0].identity}
+        assert ga[0].identity != gb[0].identity and ga[0].identity in train_ids
+    assert [g[0][0].rel for g in ds.plan(7)[0]] == [g[0][0].rel for g in groups]  # a pure function of the step
+    other_rank = PairBatches(prepared_small, by_id, train_ids, 5, 3, 48, seed=1, rank=1)
+    assert [g[0][0].rel for g in other_rank.plan(7)[0]] != [g[0][0].rel for g in groups]
+    batch = ds[7]
+    assert batch["a_k"].shape == (5, 3, 3, 48, 48) and batch["lm_b"].shape == (5, 5, 2)
+    assert batch["a_k"].min() >= -1 and batch["a_k"].max() <= 1
+    pairs = fixed_val_pairs(by_id, val_ids, train_ids, 4, seed=0)
+    assert all(a != b for a, b in pairs)
+
+
+def test_landmark_mask_covers_eyes_nose_mouth_only():
+    lm = template_landmarks(1, 64)
+    m = landmark_mask(lm, 64)
+    assert m.shape == (1, 1, 64, 64)
+    for x, y in lm[0].round().long().tolist():
+        assert m[0, 0, y, x] == 1
+    assert 0.05 < m.mean() < 0.4
+    assert m[0, 0, :6].sum() == 0 and m[0, 0, :, :4].sum() == 0  # hair/background untouched
+
+
+# --- training --------------------------------------------------------------------------------------------------------
+
+
+def test_train_on_real_faces(prepared_small, tmp_path):
+    """All losses (ST-LPIPS, real dlib identity net, hinge GAN, erasing, K=2) finite; run folder complete."""
+    from g2g.train.checkpoint import load_checkpoint, load_generator
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(steps=12, k_shot=2, erase_landmarks=True, sample_every=6, checkpoint_every=6, seed=5)
+    seen: list[dict] = []
+    res = train(prepared_small, run, cfg, progress=False, on_step=lambda s, t: seen.append(t))
+    assert res.step == 12 and not res.interrupted and res.images_per_s > 0
+    assert len(seen) == 12
+    for t in seen:
+        for k in ("vgg", "cyc", "self", "adv", "id", "gen", "d_real", "d_fake", "dis"):
+            assert np.isfinite(t[k]), (k, t)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 13)) and all(x["delta"] == 1.0 for x in lines)
+    assert "val_cyc" in lines[5] and lines[0]["images_per_s"] > 0
+    split = json.loads((run / "split.json").read_text())
+    assert set(split["train"]).isdisjoint(split["val"])
+    assert json.loads((run / "config.json").read_text())["train"]["k_shot"] == 2
+    from PIL import Image
+
+    with Image.open(run / "samples" / "step_00000012.png") as im:
+        w, h = im.size
+    assert h > 3 * 96 and w > 8 * 96  # 3 rows x (4 pairs x 2) columns
+    assert (run / "losses.png").stat().st_size > 10_000
+    assert (run / "checkpoints" / "step_00000006.pt").exists()
+    state = load_checkpoint(run)
+    assert state["step"] == 12
+    gen, mcfg, _ = load_generator(run / "checkpoints" / "last.pt")
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.isfinite(gen.mix(x, x)).all() and mcfg.image_size == 64
+
+
+def test_overfit_cycle_loss_falls(tiny_data, tmp_path):
+    """On 2 people x 2 crops, the cycle loss falls clearly (generator can learn the cross-training task)."""
+    cfg = tiny_cfg(size=32, steps=100, alpha_vgg=0.0, delta_id=0.0, optimizer="adam", lr_gen=1e-3, lr_dis=1e-3,
+                   log_every=10)
+    cyc: list[float] = []
+    train(tiny_data, tmp_path / "run", cfg, progress=False, on_step=lambda s, t: cyc.append(t["cyc"]))
+    first, last = np.mean(cyc[:10]), np.mean(cyc[-10:])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
+    """6 steps straight == 3 steps, Ctrl-C (checkpoint), resume for 3 (CPU, fixed seed): same losses."""
+    cfg = tiny_cfg(size=32, steps=6, alpha_vgg=1.0, gan_loss="nonsat", optimizer="adam",
+                   id_schedule="linear", id_start=0.2, delta_id=1.0, seed=11)
+    straight: list[dict] = []
+    train(tiny_data, tmp_path / "a", cfg, progress=False, on_step=lambda s, t: straight.append(t))
+
+    first: list[dict] = []
+
+    def interrupt_at_3(step, terms):
+        first.append(terms)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: handled after the step
+
+    r1 = train(tiny_data, tmp_path / "b", cfg, progress=False, on_step=interrupt_at_3)
+    assert r1.interrupted and r1.step == 3 and r1.checkpoint.exists()
+    with pytest.raises(TrainError, match="--resume"):
+        train(tiny_data, tmp_path / "b", cfg, progress=False)
+    second: list[dict] = []
+    r2 = train(tiny_data, tmp_path / "b", cfg, resume=True, progress=False, on_step=lambda s, t: second.append(t))
+    assert r2.resumed_from == 3 and r2.step == 6 and not r2.interrupted
+    resumed = first + second
+    assert len(resumed) == len(straight) == 6
+    for s, r in zip(straight, resumed):
+        for k in s:
+            assert r[k] == pytest.approx(s[k], rel=1e-6, abs=1e-7), k
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
+    from g2g.train.checkpoint import load_checkpoint, load_generator
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "g2g.train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "3",
+           "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--device", "cpu",
+           "--log-every", "1", "--checkpoint-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert load_checkpoint(run)["step"] == 3 and load_checkpoint(run)["data"]["world_size"] == 2
+    assert (run / "checkpoints" / "step_00000002.pt").exists()
+    gen, _, _ = load_generator(run)
+    assert torch.isfinite(gen.mix(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))).all()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_train_and_one_line_errors(tiny_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from g2g.cli import G2GError, app
+
+    run = tmp_path / "run"
+    args = ["train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "2",
+            "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--log-every", "1"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (run / "checkpoints" / "last.pt").exists()
+    r = CliRunner().invoke(app, args)  # same folder again without --resume
+    assert isinstance(r.exception, G2GError) and "--resume" in str(r.exception) and "\n" not in str(r.exception)
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r2")])
+    assert isinstance(r.exception, G2GError) and "manifest.jsonl" in str(r.exception)
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(tmp_path / "r3"), "--preset", "tiny", "--gan-loss", "wgan"])
+    assert isinstance(r.exception, G2GError) and "--gan-loss" in str(r.exception)
