@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from g2g.config import AlignConfig, ModelConfig, from_dict
+from g2g.fsutil import sha256_file
 from g2g.runtime import SessionInfo, open_session, run_bound
 
 BUNDLE_FORMAT = "g2g-onnx-bundle/1"
@@ -38,14 +39,6 @@ def default_model_dir() -> Path:
     if not (root / META_FILE).is_file():
         raise BundleError(NO_DEFAULT)
     return root
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_bundle_meta(model_dir: Path, verify: bool = True) -> tuple[dict[str, Any], str]:

@@ -111,6 +111,7 @@ def train(
     sample_every: int = typer.Option(_T.sample_every, help="Write samples/step_XXXXXXXX.png (Original / Mixed / Reconstructed) and losses.png every N steps."),
     log_every: int = typer.Option(_T.log_every, help="Append a metrics.jsonl line (mean of each loss term, δ, images/s) every N steps."),
     workers: int = typer.Option(_T.workers, help="DataLoader processes decoding crops (0: in the main process)."),
+    flip: bool = typer.Option(_T.flip, "--flip/--no-flip", help="Random horizontal flips of training crops (landmarks follow)."),
 ) -> None:
     """Cross-train E_A (rest), E_B (identity) and the AdaIN decoder on a `g2g prepare` folder. Ctrl-C checkpoints and stops.
 
@@ -128,7 +129,8 @@ def train(
                            zeta_dis=zeta, self_recon=self_recon, gan_loss=gan_loss, id_schedule=id_schedule, id_start=id_start,
                            id_warmup=id_warmup, id_step_every=id_step_every, id_step_count=id_step_count,
                            perceptual=perceptual, erase_landmarks=erase_landmarks, seed=seed, device=device, compile=compile,
-                           checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every, workers=workers)
+                           checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every, workers=workers,
+                           flip=flip)
         result = _train(data, out, cfg, resume=resume)
     except (TrainError, DataError, PerceptualWeightsError, WeightsError, CheckpointError) as e:
         raise G2GError(str(e)) from None

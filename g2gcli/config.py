@@ -146,6 +146,7 @@ class TrainConfig:
     log_every: int = 10
     device: str = "auto"
     workers: int = 2
+    flip: bool = True  # random horizontal flips of training crops (landmarks follow)
 
 
 @dataclass(frozen=True)

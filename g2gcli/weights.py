@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from g2g.fsutil import sha256_file
+
 
 class WeightsError(Exception):
     """A model file is missing, unreadable or not the expected one (one-line message)."""
@@ -90,14 +92,6 @@ def path_of(name: str) -> Path:
             raise WeightsError(f"{name}: package {w.package} is not installed ({w.use})")
         return Path(list(spec.submodule_search_locations)[0]) / w.relpath
     return torch_cache_dir() / w.cache_name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(name: str, path: Path) -> Path:

@@ -288,7 +288,6 @@ def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
     from g2g.train.checkpoint import load_checkpoint, load_generator
 

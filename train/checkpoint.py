@@ -7,7 +7,6 @@ export and sampling rebuild the model from the file alone.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 
 from g2g.config import ModelConfig, TrainConfig, from_dict
-from g2g.fsutil import atomic_write_bytes
+from g2g.fsutil import atomic_write_bytes, sha256_file as file_sha256  # noqa: F401  (re-exported)
 
 
 class CheckpointError(ValueError):
@@ -74,11 +73,3 @@ def load_generator(path: Path, ema: bool = True, map_location: str = "cpu") -> t
     key = "generator_ema" if ema and "generator_ema" in state else "generator"
     gen.load_state_dict(state[key])
     return gen.eval(), cfg, state
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
+import shutil
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,7 +45,7 @@ import torch
 import torch.nn as nn
 
 from g2g.config import TrainConfig, from_dict
-from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl
+from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from g2g.train import losses as L
 from g2g.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from g2g.train.data import (PairBatches, erase_landmarks, fixed_val_pairs, load_items, make_batch,
@@ -346,8 +349,12 @@ def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple
     atomic_save_image(path, sheet)
 
 
+GEN_TERMS = ("vgg", "cyc", "self", "adv", "id")  # plotted apart from the totals, whose scale would flatten them
+TOTALS = ("gen", "dis", "d_real", "d_fake")
+
+
 def plot_losses(metrics: Path, out: Path) -> None:
-    """One curve per loss term over steps ("overall losses"), from metrics.jsonl."""
+    """"overall losses" from metrics.jsonl: one curve per term (left: generator terms, right: totals and D)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -356,28 +363,26 @@ def plot_losses(metrics: Path, out: Path) -> None:
     recs = list(read_jsonl(metrics))
     if not recs:
         return
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     steps = [r["step"] for r in recs]
-    for k in LOSS_TERMS:
-        ys = [r.get(k, float("nan")) for r in recs]
-        if any(np.isfinite(y) for y in ys):
-            ax.plot(steps, ys, label=k, linewidth=1.2)
-    if any("val_cyc" in r for r in recs):
-        vs = [(r["step"], r["val_cyc"]) for r in recs if "val_cyc" in r]
-        ax.plot(*zip(*vs), "k--", marker="o", markersize=3, label="val cyc")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (unweighted term)")
-    ax.set_title("overall losses")
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=2, fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, "weighted totals, discriminator")):
+        for k in keys:
+            ys = [r.get(k, float("nan")) for r in recs]
+            if any(np.isfinite(y) for y in ys):
+                ax.plot(steps, ys, label=k, linewidth=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    vs = [(r["step"], r["val_cyc"]) for r in recs if "val_cyc" in r]
+    if vs:
+        axes[0].plot(*zip(*vs), "k--", marker="o", markersize=3, label="val cyc (EMA G)")
+    for ax in axes:
+        ax.legend(ncol=2, fontsize=8)
+    fig.suptitle("overall losses")
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    from g2g.fsutil import atomic_write_bytes
-
     atomic_write_bytes(out, buf.getvalue())
 
 
@@ -385,8 +390,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after ``step`` (written after the checkpoint a resume starts from)."""
     if path.exists():
         keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-        from g2g.fsutil import atomic_write_text
-
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
@@ -397,8 +400,6 @@ def _link_last(src: Path, last: Path) -> None:
     try:
         os.link(src, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(src, tmp)
     os.replace(tmp, last)
 
@@ -531,7 +532,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         if state is not None:
             _truncate_metrics(metrics_path, start)
 
-    dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, steps=cfg.steps)
+    dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, cfg.flip, cfg.steps)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -543,8 +544,6 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     def _on_sigint(signum, frame):  # first Ctrl-C: finish the step, checkpoint, leave; second: abort
         stop["flag"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    import threading
 
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGINT, _on_sigint)
@@ -568,13 +567,14 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     imgs_per_step = 2 * cfg.batch_size * d.world
     window: dict[str, list[float]] = {}
     t_start = t_log = time.perf_counter()
-    step, interrupted, last_metrics = start, False, {}
+    step, interrupted, last_metrics, in_step = start, False, {}, False
     bar = _Progress(cfg.steps, start, enabled=progress and d.main)
     try:
         with bar:
             for batch in loader:
+                in_step = True
                 terms = trainer.step(batch, step)
-                step += 1
+                step, in_step = step + 1, False
                 for k, v in terms.items():
                     window.setdefault(k, []).append(v)
                 if on_step is not None:
@@ -605,7 +605,9 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                     interrupted = True
                     break
     except KeyboardInterrupt:
-        interrupted = True  # raised between steps (e.g. by on_step): the state is consistent
+        if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
+            raise
+        interrupted = True  # raised between steps (e.g. by on_step): the state is consistent, save it
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
@@ -617,6 +619,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         import torch.distributed as dist
 
         dist.barrier()
+        dist.destroy_process_group()
     seconds = time.perf_counter() - t_start
     done = step - start
     return TrainResult(run=run, step=step, steps=cfg.steps, checkpoint=last_ckpt, interrupted=interrupted,

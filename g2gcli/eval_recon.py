@@ -1,0 +1,157 @@
+"""``recon``: how well a model rebuilds held-out faces, on ONNX Runtime.
+
+For each held-out crop a (b: a crop of another identity): the self
+reconstruction G(E_A(a), E_B(a)) and the cycle reconstruction
+G(E_A(G(E_A(a),E_B(b))), E_B(G(E_A(b),E_B(a)))), scored against a by PSNR, SSIM
+and LPIPS (the trainer's ST-LPIPS); a vs b is the unrelated-image floor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from g2g import metrics as M
+from g2g.bundle import to_image, to_input
+from g2g.config import EvalConfig
+from g2g.eval_data import read_crop
+from g2g.eval_plots import recon_sheet, write_csv
+from g2g.eval_report import EvalError, EvalReport
+
+KINDS = ("self", "cycle", "floor")  # reconstruction vs a, and the unrelated face b vs a
+QUALITY = ("psnr", "ssim", "lpips")
+
+
+def _lpips(device: str) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray] | None, str]:
+    """ST-LPIPS of the trainer as ``fn(a_uint8, b_uint8) -> (N,)``, or (None, why) when torch or weights are missing."""
+    try:
+        import torch
+
+        from g2g.train.perceptual import load_perceptual
+
+        dev = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+        net = load_perceptual("stlpips", dev)
+    except Exception as e:  # ImportError (no torch), missing weights
+        return None, f"LPIPS unavailable: {type(e).__name__}: {e}"
+
+    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(to_input(a)).to(dev), torch.from_numpy(to_input(b)).to(dev)).float().cpu().numpy()
+
+    return fn, "ST-LPIPS VGG16 (the trainer's perceptual network); 0 = identical"
+
+
+def _held_out(data: Path, split: str | None) -> tuple[list[dict[str, Any]], str]:
+    """DATA's ok manifest lines of the held-out identities (the split's "val", else all), and a note saying which."""
+    from g2g.prepare import read_manifest
+
+    recs = [r for r in read_manifest(data) if r.get("output")]
+    if not recs:
+        raise EvalError(f"{data} has no aligned crops (no ok lines in manifest.jsonl); run g2g prepare first")
+    if not split:
+        return recs, f"all {len({r['identity'] for r in recs})} identities of DATA (no split given)"
+    p = Path(split)
+    p = p / "split.json" if p.is_dir() else p
+    try:
+        val = set(json.loads(p.read_text())["val"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvalError(f"cannot read the validation identities from {p}: {type(e).__name__}: {e}") from None
+    held = [r for r in recs if r["identity"] in val]
+    if not held:
+        raise EvalError(f"none of the {len(val)} validation identities of {p} has crops in {data}")
+    return held, f"{len({r['identity'] for r in held})} validation identities of {p}"
+
+
+def _check_geometry(facts: dict[str, Any], rec: dict[str, Any]) -> int:
+    """The model's crop size, after checking DATA was prepared at the model's size and zoom."""
+    align, model = facts.get("align") or {}, facts.get("model") or {}
+    size = int(align.get("size") or model.get("image_size") or 0)
+    zoom = float(align.get("zoom") or model.get("zoom") or 1.3)
+    if rec.get("size") and int(rec["size"]) != size:
+        raise EvalError(f"DATA crops are {rec['size']} px but the model reads {size} px: prepare DATA with --size {size}")
+    if rec.get("zoom") and abs(float(rec["zoom"]) - zoom) > 1e-6:
+        raise EvalError(f"DATA crops use zoom {rec['zoom']} but the model was trained at zoom {zoom}: prepare with --zoom {zoom}")
+    return size
+
+
+def _reconstruct(bundle, a_u8: np.ndarray, b_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(self G(a,a), mix G(a,b), cycle a'), each (B, S, S, 3) uint8, from crops a and b (B, S, S, 3) uint8."""
+    xa, xb = to_input(a_u8), to_input(b_u8)  # (B, 3, S, S)
+    ca, cb = bundle.encode_content(xa), bundle.encode_content(xb)
+    za, zb = bundle.encode_class(xa[:, None]), bundle.encode_class(xb[:, None])  # K = 1 shot
+    x_ab, x_ba = bundle.decode(ca, zb), bundle.decode(cb, za)
+    cyc = bundle.decode(bundle.encode_content(x_ab), bundle.encode_class(x_ba[:, None]))
+    return to_image(bundle.decode(ca, za)), to_image(x_ab), to_image(cyc)
+
+
+def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalConfig, report: EvalReport,
+                  out_dir: Path) -> dict[str, Any]:
+    """PSNR/SSIM/LPIPS of self and cycle reconstructions of held-out crops; timings, files and notes go to ``report``."""
+    from g2g.bundle import open_bundle
+
+    try:
+        bundle = open_bundle(model_dir, cfg.device)
+    except Exception as e:
+        raise EvalError(f"cannot open the model bundle {model_dir}: {e}") from None
+    recs, held_note = _held_out(data, cfg.split)
+    size = _check_geometry(facts, recs[0])
+    rng = np.random.default_rng(cfg.seed)
+    if len(recs) > cfg.max_images:
+        recs = [recs[i] for i in sorted(rng.choice(len(recs), cfg.max_images, replace=False))]
+    imgs, names, rels = [], [], []
+    for r in recs:
+        a = read_crop(Path(data) / r["output"], size)
+        if a is not None:
+            imgs.append(a), names.append(r["identity"]), rels.append(r["output"])
+    if not imgs:
+        raise EvalError(f"no readable {size} px crops among the held-out images of {data}")
+    n = len(imgs)
+    ids = np.array(names)
+    cycle_ok = len(set(names)) >= 2
+    partner = np.array([rng.choice(np.flatnonzero(ids != ids[i])) if cycle_ok else i for i in range(n)])
+    lpips_fn, lpips_note = _lpips(cfg.device)
+    per: list[dict[str, Any]] = []
+    sheet_rows = []
+    t_gen = t_lpips = 0.0
+    for s in range(0, n, cfg.batch_size):
+        t1 = time.perf_counter()
+        idx = np.arange(s, min(n, s + cfg.batch_size))
+        a_u8 = np.stack([imgs[i] for i in idx])
+        b_u8 = np.stack([imgs[j] for j in partner[idx]])
+        self_u8, mix_u8, cyc_u8 = _reconstruct(bundle, a_u8, b_u8)
+        t2 = time.perf_counter()
+        got = {"self": self_u8, "cycle": cyc_u8, "floor": b_u8}
+        lp = {kind: lpips_fn(img, a_u8) for kind, img in got.items()} if lpips_fn is not None else {}
+        t_gen, t_lpips = t_gen + t2 - t1, t_lpips + time.perf_counter() - t2
+        for k, i in enumerate(idx):
+            row = {"image": rels[i], "identity": names[i], "partner": rels[partner[i]]}
+            for kind in KINDS if cycle_ok else ("self",):
+                row[f"{kind}_psnr"] = M.psnr(got[kind][k], a_u8[k])
+                row[f"{kind}_ssim"] = M.ssim(got[kind][k], a_u8[k])
+                if lp:
+                    row[f"{kind}_lpips"] = float(lp[kind][k])
+            per.append(row)
+            if len(sheet_rows) < 2 * cfg.examples:
+                sheet_rows.append([a_u8[k], b_u8[k], self_u8[k], mix_u8[k], cyc_u8[k]])
+    report.timings.update({"recon:generator": t_gen, "recon:lpips": t_lpips})
+    write_csv(out_dir / "recon_per_image.csv", per)
+    report.files["recon_csv"] = str(out_dir / "recon_per_image.csv")
+    if sheet_rows:
+        recon_sheet(out_dir / "recon_examples.png", sheet_rows, size)
+        report.files["recon_examples"] = str(out_dir / "recon_examples.png")
+    res: dict[str, Any] = {
+        "model_dir": str(model_dir), "held_out": held_note, "n_images": n, "lpips": lpips_note,
+        "psnr_capped": sum(r.get(f"{k}_psnr") == M.PSNR_CAP_DB for r in per for k in ("self", "cycle")),
+    }
+    for kind in KINDS:
+        res[kind] = ({m: M.stats([r[f"{kind}_{m}"] for r in per if f"{kind}_{m}" in r]) for m in QUALITY}
+                     if (kind == "self" or cycle_ok) else None)
+    if not cycle_ok:
+        report.notes.append("recon: only one held-out identity, so no cycle reconstruction (it needs a second person)")
+    if lpips_fn is None:
+        report.warnings.append(lpips_note)
+    return res

@@ -1,0 +1,126 @@
+"""What ``g2g eval`` hands back: the report (JSON-ready) and its rich table, each number beside its reference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from g2g.metrics import PSNR_CAP_DB
+
+
+class EvalError(ValueError):
+    """A problem with the whole evaluation (bad target, missing weights): a one-line user error."""
+
+
+@dataclass
+class EvalReport:
+    target: str
+    metrics: list[str]
+    out_dir: str
+    networks: list[dict[str, Any]] = field(default_factory=list)  # name, distance, threshold, trained_against
+    counts: dict[str, Any] = field(default_factory=dict)  # planned, ok, evaluated, skipped {reason: n}
+    results: dict[str, Any] = field(default_factory=dict)  # metric -> numbers (per network for id metrics)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # what -> path written
+    elapsed_s: float = 0.0
+    images: int = 0  # outputs (mix) plus held-out images (recon) evaluated: throughput = images / elapsed_s
+    timings: dict[str, float] = field(default_factory=dict)  # s per stage: identity, pose, recon
+    device: str = ""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s, "psnr_cap_db": PSNR_CAP_DB}
+
+    def table(self):
+        """A rich table of the headline numbers, each next to the reference it should be read against."""
+        from rich.table import Table
+
+        t = Table(title=f"g2g eval {self.target}", title_justify="left")
+        for col, just in (("metric", "left"), ("quantity", "left"), ("value", "right"), ("read against", "left")):
+            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        for row in _table_rows(self):
+            t.add_row(*row)
+        return t
+
+
+def _f(v: Any, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _counts(c: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    skipped = f" ({', '.join(f'{k}: {v}' for k, v in c['skipped'].items())})" if c["skipped"] else ""
+    return [("outputs", "evaluated / planned", f"{c['ok']} / {c['planned']}", f"{c['n_skipped']} skipped{skipped}")]
+
+
+def _id_sim(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    ref, unit, m = s["reference"], ("dist" if s["distance"] == "euclidean" else "cos dist"), f"id-sim [{name}]"
+    return [
+        (m, f"{unit} to identity (mean)", _f(s["dist_to_identity"]["mean"]),
+         f"real same {_f(ref['same_person']['mean'])} / different {_f(ref['different_person']['mean'])}"),
+        (m, f"{unit} to pose source", _f(s["dist_to_pose"]["mean"]), "baseline to beat (higher is better)"),
+        (m, "cosine to identity", _f(s["cos_to_identity"]["mean"]),
+         f"real same {_f(ref['same_person_cos']['mean'])} / different {_f(ref['different_person_cos']['mean'])}"),
+        (m, f"verified (< {s['threshold']:g})", _pct(s["verified_at_threshold"]),
+         f"real same {_pct(ref['same_verified_at_threshold'])} / different {_pct(ref['different_verified_at_threshold'])}"),
+        (m, "identity level", _f(s["identity_level"], "{:.2f}"), "0 = different-person, 1 = same-person"),
+        (m, "nearest identity right", _pct(s["nearest_identity_accuracy"]), f"of {s['n_identities']} identities"),
+        (m, "closer to identity than pose", _pct(s["closer_to_identity_than_pose"]), ""),
+    ]
+
+
+def _id_retrieval(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    m = f"id-retrieval [{name}]"
+    return [
+        (m, "top-1", _pct(s["top1"]), f"chance {_pct(s['chance_top1'])}; pose photo {_pct(s['pose_photo_top1'])}"),
+        (m, "top-5", _pct(s["top5"]), f"chance {_pct(s['chance_top5'])}"),
+    ]
+
+
+def _pose(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    b, angles = p["baseline_identity_photo"], ("d_yaw", "d_pitch", "d_roll")
+    return [
+        ("pose", "face found in output", _pct(p["face_found_in_output"]), f"{p['n_measured']} measured"),
+        ("pose", "landmark error / IOD", _f(p["landmark_error"]["mean"]), f"identity photo {_f(b['landmark_error']['mean'])}"),
+        ("pose", "|d yaw| / |d pitch| / |d roll| deg", " / ".join(_f(p[k]["mean"], "{:.1f}") for k in angles),
+         "identity photo " + " / ".join(_f(b[k]["mean"], "{:.1f}") for k in angles)),
+    ]
+
+
+def _recon(rc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    fl = rc["floor"] or {}
+    for kind in ("self", "cycle"):
+        if rc[kind] is None:
+            continue
+        for m, fmt in (("psnr", "{:.2f} dB"), ("ssim", "{:.3f}"), ("lpips", "{:.3f}")):
+            rows.append((f"recon {kind}", m.upper(), _f(rc[kind][m]["mean"], fmt),
+                         f"unrelated face {_f((fl.get(m) or {}).get('mean'), fmt)}" if fl else ""))
+    rows.append(("recon", "held-out", str(rc["n_images"]), rc["held_out"]))
+    return rows
+
+
+def _table_rows(r: EvalReport) -> list[tuple[str, str, str, str]]:
+    rows = _counts(r.counts) if r.counts else []
+    for name, s in (r.results.get("id-sim") or {}).items():
+        rows += _id_sim(name, s)
+    for name, s in (r.results.get("id-retrieval") or {}).items():
+        rows += _id_retrieval(name, s)
+    if r.results.get("pose"):
+        rows += _pose(r.results["pose"])
+    if r.results.get("recon"):
+        rows += _recon(r.results["recon"])
+    nets = ", ".join(f"{n['name']}" + (" (trained against)" if n["trained_against"] else "") for n in r.networks)
+    if nets:
+        rows.append(("network", "identity", nets, "distance to the identity's mean embedding"))
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())
+    rows.append(("speed", "images/s", f"{r.images_per_s:.1f}",
+                 f"{r.images} images in {r.elapsed_s:.1f} s" + (f" ({stages})" if stages else "")))
+    return rows
