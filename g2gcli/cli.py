@@ -222,7 +222,7 @@ def eval_(
     metric: list[str] = typer.Option(["all"], "--metric", "-m", help="id-sim, id-retrieval, pose, recon or all; repeat or comma-separate."),
     eval_net: str = typer.Option("dlib", help="Identity network(s), comma list: dlib, facenet-vggface2, facenet-casia-webface (facenet needs its weights on disk)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here ('-' prints it to stdout)."),
-    out_dir: Optional[Path] = typer.Option(None, help="Folder for report.json, per_image.csv and plots (default TARGET/eval)."),
+    out_dir: Optional[Path] = typer.Option(None, help="Folder for report.json, per_image.csv and plots (default: OUT/eval for a mix run, ./g2g-eval/<model> for a model)."),
     split: Optional[Path] = typer.Option(None, help="recon: a training RUN folder or its split.json; its 'val' identities are the held-out set."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     batch_size: int = typer.Option(32, help="Crops per network call."),

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from g2g import metrics as M
@@ -67,12 +68,14 @@ def _held_out(data: Path, split: str | None) -> tuple[list[dict[str, Any]], str]
 
 
 def _check_geometry(facts: dict[str, Any], rec: dict[str, Any]) -> int:
-    """The model's crop size, after checking DATA was prepared at the model's size and zoom."""
+    """The model's crop size, after checking DATA was prepared at the model's zoom.
+
+    Crops of another size are resized to the model's (as ``g2g mix --aligned`` and
+    ``g2g train --size`` do); a different zoom frames the face differently and is refused.
+    """
     align, model = facts.get("align") or {}, facts.get("model") or {}
     size = int(align.get("size") or model.get("image_size") or 0)
     zoom = float(align.get("zoom") or model.get("zoom") or 1.3)
-    if rec.get("size") and int(rec["size"]) != size:
-        raise EvalError(f"DATA crops are {rec['size']} px but the model reads {size} px: prepare DATA with --size {size}")
     if rec.get("zoom") and abs(float(rec["zoom"]) - zoom) > 1e-6:
         raise EvalError(f"DATA crops use zoom {rec['zoom']} but the model was trained at zoom {zoom}: prepare with --zoom {zoom}")
     return size
@@ -104,7 +107,9 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
         recs = [recs[i] for i in sorted(rng.choice(len(recs), cfg.max_images, replace=False))]
     imgs, names, rels = [], [], []
     for r in recs:
-        a = read_crop(Path(data) / r["output"], size)
+        a = read_crop(Path(data) / r["output"])
+        if a is not None and a.shape[:2] != (size, size):
+            a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA if a.shape[0] > size else cv2.INTER_CUBIC)
         if a is not None:
             imgs.append(a), names.append(r["identity"]), rels.append(r["output"])
     if not imgs:

@@ -153,7 +153,10 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
     if cfg.batch_size < 1 or cfg.max_pairs < 1 or cfg.max_images < 1:
         raise EvalError("--batch-size, max_pairs and max_images must be >= 1")
     nets = parse_nets(cfg.eval_net)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else target / "eval"
+    # a mix run keeps its report beside its outputs; a model folder is a verified bundle
+    # (possibly the packaged default), so its report goes to ./g2g-eval/<model name>
+    default_out = target / "eval" if is_mix else Path("g2g-eval") / target.resolve().name
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out
     report = EvalReport(target=str(target), metrics=chosen, out_dir=str(out_dir), device=cfg.device)
 
     run = load_mix(target) if is_mix else None
