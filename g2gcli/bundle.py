@@ -33,9 +33,12 @@ class BundleError(ValueError):
     """A missing, incomplete or tampered model folder: a one-line user error."""
 
 
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "model"
+
+
 def default_model_dir() -> Path:
     """The model that ships inside the package (``g2g/assets/model``)."""
-    root = Path(__file__).resolve().parent / "assets" / "model"
+    root = DEFAULT_MODEL_DIR
     if not (root / META_FILE).is_file():
         raise BundleError(NO_DEFAULT)
     return root

@@ -7,6 +7,7 @@ too, and renders the result with rich. Heavy imports happen inside the verbs so
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -134,7 +135,7 @@ def train(
         result = _train(data, out, cfg, resume=resume)
     except (TrainError, DataError, PerceptualWeightsError, WeightsError, CheckpointError) as e:
         raise G2GError(str(e)) from None
-    if result.world_size == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    if result.world_size == 1 or int(os.environ.get("RANK", "0")) == 0:
         console.print(result_table(result))
 
 

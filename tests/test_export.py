@@ -207,10 +207,16 @@ def test_bad_checkpoint_is_one_line(tmp_path):
         export_bundle(tmp_path / "empty_run", tmp_path / "m")
 
 
-def test_default_model_message():
+def test_default_model_message(tmp_path, monkeypatch):
     try:
         path = default_model_dir()
     except BundleError as e:
         assert str(e) == NO_DEFAULT
-    else:  # a default model ships: it must verify
+    else:  # a default model ships: it must verify and open
         read_bundle_meta(path)
+        assert open_bundle(None, device="cpu").sha256
+    import g2g.bundle
+
+    monkeypatch.setattr(g2g.bundle, "DEFAULT_MODEL_DIR", tmp_path / "no-model")
+    with pytest.raises(BundleError, match="no default model ships yet"):
+        default_model_dir()

@@ -392,7 +392,11 @@ def test_cli(tmp_path, model_dir, crops):
     assert len(recs) == 8 and any(r["reason"] == "empty-file" for r in recs)  # seed 0 draws 'broken'
     res = runner.invoke(app, args + ["--strict"])  # resumes; the empty photo is skipped again
     assert res.exit_code == 1
-    res = runner.invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "o2")])
+    import g2g.bundle
+
+    with pytest.MonkeyPatch.context() as mp:  # as on an install without the shipped model
+        mp.setattr(g2g.bundle, "DEFAULT_MODEL_DIR", tmp_path / "no-model")
+        res = runner.invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "o2")])
     assert isinstance(res.exception, G2GError) and "no default model ships yet" in str(res.exception)
 
 
