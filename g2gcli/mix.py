@@ -40,6 +40,7 @@ from g2g.config import MixConfig, PrepareConfig
 from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
 from g2g.images import SkipImage, load_rgb, scan_folder
 from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
+from g2g.progress import BatchProgress
 from g2g.runtime import DeviceError
 
 MANIFEST = "manifest.jsonl"
@@ -155,48 +156,6 @@ def _drop_torn_line(path: Path) -> None:
 def latest_records(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Last manifest line per (pose, identity): the state after any number of resumes."""
     return {(r.get("pose"), r.get("identity")): r for r in read_jsonl(Path(out) / MANIFEST)}
-
-
-class _Progress:
-    """rich progress on a terminal (pairs done, pairs/s, skips); a plain line every 30 s in a log file."""
-
-    def __init__(self, total: int, done: int, enabled: bool):
-        from rich.console import Console
-
-        self.bar = None
-        self.lock = threading.Lock()
-        self.total, self.done = total, done
-        self.written = self.skipped = 0
-        self.t0 = self.last = time.perf_counter()
-        self.console = console = Console(stderr=True)
-        self.log = enabled and not console.is_terminal
-        if enabled and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]mix[/bold]"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} pairs/s"), TextColumn("skipped {task.fields[skipped]}"),
-                TimeRemainingColumn(), console=console,
-            )
-            self.task = self.bar.add_task("mix", total=total, completed=done, rate="-", skipped=0)
-            self.bar.start()
-
-    def advance(self, written: int = 0, skipped: int = 0) -> None:
-        with self.lock:
-            self.written += written
-            self.skipped += skipped
-            self.done += written + skipped
-            now = time.perf_counter()
-            rate = (self.written + self.skipped) / max(now - self.t0, 1e-9)
-            if self.bar is not None:
-                self.bar.update(self.task, advance=written + skipped, rate=f"{rate:.1f}", skipped=self.skipped)
-            elif self.log and (now - self.last >= 30 or self.done == self.total):
-                self.last = now
-                self.console.print(f"mix: {self.done}/{self.total} pairs, {rate:.1f} pairs/s, skipped {self.skipped}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 class _Writer:
@@ -398,7 +357,7 @@ def mix_folders(
     todo = [pr for pr in pairs if not done(pr)]
     report.resumed = len(pairs) - len(todo)
 
-    bar = _Progress(len(pairs), report.resumed, progress)
+    bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
     prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2g-prep")
     writer = _Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
@@ -461,7 +420,7 @@ class _Ctx:
     plan: Plan
     out: Path
     writer: _Writer
-    bar: _Progress
+    bar: BatchProgress
     report: MixReport
     model_sha: str
     set_sha: str
@@ -580,7 +539,7 @@ class _Ctx:
                                         pose_crop=src.crop_rel, affine=src.affine)])
         with self.writer.lock:
             self.report.written += 1
-        self.bar.advance(written=1)
+        self.bar.advance(ok=1)
 
 
 def write_grid(out: Path, pairs: list[tuple[str, str]], limit: int, size: int) -> Path | None:

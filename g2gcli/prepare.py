@@ -40,6 +40,7 @@ from g2g import __version__
 from g2g.config import PrepareConfig
 from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
 from g2g.images import LoadedImage, SkipImage, load_rgb, scan_folder
+from g2g.progress import BatchProgress
 
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "prepare_config.json"
@@ -227,44 +228,6 @@ def _prefetch(pool: ThreadPoolExecutor, paths: list[Path], ahead: int, fn) -> It
         yield p, fut.result()
 
 
-class _Progress:
-    """rich progress bar with images/s on a terminal; a plain line every 30 s in a log file."""
-
-    def __init__(self, total: int, enabled: bool):
-        from rich.console import Console
-
-        self.total, self.done, self.ok, self.skipped = total, 0, 0, 0
-        self.console = Console(stderr=True)
-        self.live = enabled and self.console.is_terminal
-        self.log = enabled and not self.live
-        self.t0 = self.last = time.perf_counter()
-        self.bar = None
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]prepare[/bold]"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} img/s"), TextColumn("ok {task.fields[ok]} skipped {task.fields[skipped]}"),
-                TimeRemainingColumn(), console=self.console,
-            )
-            self.task = self.bar.add_task("prepare", total=total, rate="-", ok=0, skipped=0)
-            self.bar.start()
-
-    def advance(self, n: int, ok: int, skipped: int) -> None:
-        self.done, self.ok, self.skipped = self.done + n, self.ok + ok, self.skipped + skipped
-        now = time.perf_counter()
-        rate = self.done / max(now - self.t0, 1e-9)
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, rate=f"{rate:.1f}", ok=self.ok, skipped=self.skipped)
-        elif self.log and (now - self.last >= 30 or self.done == self.total):
-            self.last = now
-            self.console.print(f"prepare: {self.done}/{self.total} images, {rate:.1f} img/s, ok {self.ok}, skipped {self.skipped}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def prepare_folder(
     src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, detector=None
 ) -> PrepareReport:
@@ -332,7 +295,7 @@ def prepare_folder(
         except ValueError as e:
             raise PrepareError(str(e)) from None
     report.device = getattr(detector, "device", "") or ""
-    bar = _Progress(len(todo), progress)  # after the detector is built: the rate counts photos only
+    bar = BatchProgress("prepare", "images", len(todo), enabled=progress)  # after the detector is built: the rate counts photos only
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-decode")
     try:
         stream = _prefetch(pool, todo, ahead=2 * cfg.batch_size + cfg.workers, fn=load)
@@ -363,7 +326,7 @@ def prepare_folder(
             timings["align_write"] += time.perf_counter() - t
             report.n_ok += n_ok
             report.n_processed += len(chunk)
-            bar.advance(len(chunk), n_ok, n_skip)
+            bar.advance(n_ok, n_skip)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
