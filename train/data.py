@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from g2g.bundle import to_input
 from g2g.fsutil import read_jsonl
 
 # 5-point order of the manifest (MTCNN's): left eye, right eye, nose, left mouth corner, right mouth corner.
@@ -103,7 +104,7 @@ def load_image(path: Path, size: int) -> tuple[torch.Tensor, float]:
         if im.size != (size, size):
             im = im.resize((size, size), Image.BICUBIC)
         arr = np.asarray(im, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1.0, size / w
+    return torch.from_numpy(to_input(arr[None])[0]), size / w  # the same normalisation mix uses
 
 
 def make_batch(data: Path, groups: list[tuple[list[Item], list[Item]]], size: int,

@@ -328,9 +328,10 @@ class CrossTrainer:
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
-    """(N,3,S,S) in [-1,1] -> list of (S,S,3) uint8."""
-    a = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return list(a)
+    """(N,3,S,S) in [-1,1] -> list of (S,S,3) uint8 (the same conversion mix uses)."""
+    from g2g.bundle import to_image
+
+    return list(to_image(x.detach().float().cpu().numpy()))
 
 
 def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple[str, str]]) -> None:
