@@ -286,6 +286,8 @@ def export_bundle(
         "g2g_version": __version__,
         "parity_source": report.parity_source,
     }
+    if state.get("init_from"):  # a fine-tuned run: the steps before ``step`` were trained elsewhere
+        meta["init_from"] = state["init_from"]
 
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
     try:

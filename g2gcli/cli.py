@@ -113,6 +113,7 @@ def train(
     log_every: int = typer.Option(_T.log_every, help="Append a metrics.jsonl line (mean of each loss term, δ, images/s) every N steps."),
     workers: int = typer.Option(_T.workers, help="DataLoader processes decoding crops (0: in the main process)."),
     flip: bool = typer.Option(_T.flip, "--flip/--no-flip", help="Random horizontal flips of training crops (landmarks follow)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: start the generator from a checkpoint, a run folder or an exported model folder (e.g. the one g2g ships); its architecture and size replace --preset and --size. Discriminator and optimisers start afresh."),
 ) -> None:
     """Cross-train E_A (rest), E_B (identity) and the AdaIN decoder on a `g2g prepare` folder. Ctrl-C checkpoints and stops.
 
@@ -132,7 +133,7 @@ def train(
                            perceptual=perceptual, erase_landmarks=erase_landmarks, seed=seed, device=device, compile=compile,
                            checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every, workers=workers,
                            flip=flip)
-        result = _train(data, out, cfg, resume=resume)
+        result = _train(data, out, cfg, resume=resume, init_from=init_from)
     except (TrainError, DataError, PerceptualWeightsError, WeightsError, CheckpointError) as e:
         raise G2GError(str(e)) from None
     if result.world_size == 1 or int(os.environ.get("RANK", "0")) == 0:

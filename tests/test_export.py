@@ -220,3 +220,56 @@ def test_default_model_message(tmp_path, monkeypatch):
     monkeypatch.setattr(g2g.bundle, "DEFAULT_MODEL_DIR", tmp_path / "no-model")
     with pytest.raises(BundleError, match="no default model ships yet"):
         default_model_dir()
+
+
+# --- g2g train --init-from: an export (or checkpoint) gives a new run its generator -------------------------------
+
+
+def test_init_from_bundle_reads_back_the_exported_weights(bundle32, run_dir):
+    from g2g.train.init_weights import load_init_weights
+
+    want = ema_generator(run_dir).state_dict()
+    for source in (bundle32[0], run_dir):
+        init = load_init_weights(source)
+        assert init.model == model_preset("tiny") and init.step == 123
+        assert init.state.keys() == want.keys()
+        for k, v in want.items():
+            assert torch.equal(init.state[k], v), (source, k)
+
+
+def test_init_from_refuses_what_is_not_a_model(tmp_path, bundle32):
+    from g2g.train.init_weights import InitError, load_init_weights
+
+    with pytest.raises(InitError, match="no such file"):
+        load_init_weights(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InitError, match="no checkpoint"):
+        load_init_weights(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle32[0], bad)
+    (bad / "decoder.onnx").write_bytes((bad / "decoder.onnx").read_bytes()[:-10])
+    with pytest.raises(InitError, match="decoder.onnx"):
+        load_init_weights(bad)
+
+
+def test_train_init_from_starts_at_the_source_weights(bundle32, run_dir, prepared_small, tmp_path):
+    """lr 0: after one step the new run's generator is still exactly the source's; the architecture is the source's."""
+    from g2g.train.checkpoint import load_checkpoint
+    from g2g.train.trainer import build_config, train
+
+    torch.set_num_threads(1)
+    cfg = build_config(prepared_small, "small", 32, steps=1, batch_size=2, lr_gen=0.0, lr_dis=0.0, weight_decay=0.0,
+                       workers=0, device="cpu", log_every=1, delta_id=0.0, alpha_vgg=0.0)
+    train(prepared_small, tmp_path / "ft", cfg, progress=False, init_from=bundle32[0])
+    state = load_checkpoint(tmp_path / "ft")
+    assert from_dict(TrainConfig, state["config"]).model == model_preset("tiny")
+    want = ema_generator(run_dir).state_dict()
+    for key in ("generator", "generator_ema"):
+        for k, v in want.items():
+            assert torch.equal(state[key][k], v), (key, k)
+    recorded = json.loads((tmp_path / "ft" / "config.json").read_text())["init_from"]
+    assert recorded["step"] == 123 and str(bundle32[0].resolve()) in recorded["source"]
+    assert state["init_from"] == recorded  # in the checkpoint too, so that the export can say where the weights began
+    export_bundle(tmp_path / "ft", tmp_path / "ft-model", identity=False)
+    meta, _ = read_bundle_meta(tmp_path / "ft-model")
+    assert meta["init_from"] == recorded and meta["step"] == 1

@@ -479,8 +479,23 @@ def _resolve_config(run: Path, cfg: TrainConfig, resume: bool) -> tuple[TrainCon
     return merged, state
 
 
+def _init_weights(source: Path, prep: dict[str, Any]):
+    """Weights for --init-from; the crops must be aligned as the source model's were."""
+    from g2g.train.init_weights import InitError, load_init_weights
+
+    try:
+        init = load_init_weights(source)
+    except InitError as e:
+        raise TrainError(str(e)) from None
+    if prep.get("zoom") and abs(float(prep["zoom"]) - init.model.zoom) > 1e-6:
+        raise TrainError(f"--init-from {source}: its model was trained on crops at zoom {init.model.zoom}, "
+                         f"these were prepared at zoom {prep['zoom']}; prepare them with --zoom {init.model.zoom}")
+    return init
+
+
 def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, dict[str, float]], None] | None = None,
+          init_from: Path | None = None) -> TrainResult:
     """Cross-train on the ``g2g prepare`` folder ``data``, writing the run folder ``run``.
 
     ``resume`` continues from RUN/checkpoints/last.pt with the saved config (only
@@ -488,7 +503,9 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     after the current step, writes a checkpoint and returns ``interrupted=True``.
     Under ``torchrun`` each process trains on its own share of pairs and rank 0
     writes the files; ``batch_size`` is per process. ``on_step(step, terms)`` is
-    called after every step (tests, notebooks).
+    called after every step (tests, notebooks). ``init_from`` (a checkpoint, run
+    folder or ONNX bundle) gives a fresh run its generator weights and architecture
+    (see g2g.train.init_weights); a resumed run ignores it.
     """
     data, run = Path(data), Path(run)
     d, device = _init_dist(cfg.device)
@@ -496,7 +513,11 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     validate(cfg)
     by_id = load_items(data)
     prep = read_prepare_config(data)
-    if state is None and prep.get("zoom") and abs(float(prep["zoom"]) - cfg.model.zoom) > 1e-6:
+    init = _init_weights(init_from, prep) if (init_from is not None and state is None) else None
+    init_record = {"source": init.source, "step": init.step} if init is not None else (state or {}).get("init_from")
+    if init is not None:
+        cfg = replace(cfg, model=init.model)
+    elif state is None and prep.get("zoom") and abs(float(prep["zoom"]) - cfg.model.zoom) > 1e-6:
         cfg = replace(cfg, model=replace(cfg.model, zoom=float(prep["zoom"])))  # the model records its crops' alignment
 
     split_path = run / "split.json"
@@ -518,12 +539,16 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     if state is not None:
         trainer.load_state(state)
         start = int(state["step"])
+    elif init is not None:
+        trainer.gen.load_state_dict(init.state)
+        trainer.ema.load_state_dict(init.state)
     ckpt_dir, metrics_path = run / "checkpoints", run / "metrics.jsonl"
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", {
             "train": asdict(cfg), "data": str(data.resolve()), "world_size": d.world, "device": str(device),
             "torch": torch.__version__, "resumed_from": start if state is not None else None,
+            **({"init_from": init_record} if init_record else {}),
         })
         atomic_write_json(split_path, {
             "seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": train_ids, "val": val_ids,
@@ -551,6 +576,8 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
 
     last_ckpt: Path | None = latest_checkpoint(run) if state is not None else None
     extra_state = {"data": {"train": train_ids, "val": val_ids, "seed": cfg.seed, "world_size": d.world}}
+    if init_record:
+        extra_state["init_from"] = init_record  # kept across resumes; export copies it into g2g_model.json
 
     def save(step: int) -> Path:
         path = ckpt_dir / f"step_{step:08d}.pt"

@@ -1,0 +1,112 @@
+"""Start a new run from a trained generator: ``g2g train --init-from SOURCE``.
+
+SOURCE is a checkpoint (a ``.pt`` file or a run folder: its EMA generator) or an
+exported ONNX bundle (a folder with ``g2g_model.json``, e.g. the model that ships
+with g2g). Only the generator's weights are taken; the discriminator, the
+optimisers and the step count start afresh, so this is fine-tuning, not
+``--resume``. The architecture comes from SOURCE.
+
+An ONNX bundle's initializers keep the PyTorch parameter names of the module that
+was exported (``export/onnx_export.py`` exports ``gen.content_encoder``,
+``gen.class_encoder`` inside a K-shot wrapper as ``encoder``, and ``gen.decoder``),
+so each part maps back by name. fp16 bundles give fp16-rounded weights. The
+rebuilt generator is checked against ONNX Runtime on one random input, so a
+bundle whose graph does not match the names fails here rather than training from
+wrong weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from g2g.config import ModelConfig, from_dict
+
+PARTS = ("content_encoder", "class_encoder", "decoder")
+ONNX_PREFIXES = ("", "encoder.")  # class_encoder.onnx wraps the encoder as ``encoder``
+PARITY = 5e-2  # fp16 bundles: the export's own decoder bound
+
+
+class InitError(ValueError):
+    """SOURCE cannot initialise a generator (one-line message)."""
+
+
+@dataclass(frozen=True)
+class InitWeights:
+    state: dict[str, torch.Tensor]  # Generator.state_dict()
+    model: ModelConfig
+    source: str  # what the weights came from, for config.json
+    step: int | None  # training steps behind them, where recorded
+
+
+def _from_bundle(folder: Path) -> InitWeights:
+    import onnx
+    from onnx import numpy_helper
+
+    from g2g.bundle import BundleError, open_bundle
+    from g2g.train.model import Generator
+
+    try:
+        bundle = open_bundle(folder, device="cpu")  # checks SHA256SUMS and the metadata
+    except BundleError as e:
+        raise InitError(str(e)) from None
+    meta, model = bundle.meta, bundle.model
+    want = Generator(model).state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for part in PARTS:
+        inits = {i.name: i for i in onnx.load(str(folder / f"{part}.onnx")).graph.initializer}
+        for key, ref in want.items():
+            if not key.startswith(part + "."):
+                continue
+            rel = key[len(part) + 1:]
+            found = next((inits[p + rel] for p in ONNX_PREFIXES if p + rel in inits), None)
+            if found is None:
+                raise InitError(f"{folder}/{part}.onnx has no weight {rel!r}: not a g2g export of this architecture")
+            arr = numpy_helper.to_array(found).astype(np.float32)
+            if arr.shape != tuple(ref.shape):
+                raise InitError(f"{folder}/{part}.onnx: {rel} has shape {arr.shape}, the model wants {tuple(ref.shape)}")
+            state[key] = torch.from_numpy(arr.copy())
+    _check_against_bundle(model, state, bundle)
+    return InitWeights(state, model, f"bundle {folder.resolve()}", meta.get("step"))
+
+
+def _check_against_bundle(model: ModelConfig, state: dict[str, torch.Tensor], bundle) -> None:
+    """The rebuilt generator must mix like the bundle does on ONNX Runtime."""
+    from g2g.train.model import Generator
+
+    gen = Generator(model)
+    gen.load_state_dict(state)
+    gen.eval()
+    rng = np.random.default_rng(0)
+    s = model.image_size
+    x = rng.uniform(-1, 1, (2, 3, s, s)).astype(np.float32)
+    with torch.no_grad():
+        ref = gen.decoder(gen.content_encoder(torch.from_numpy(x)), gen.class_encoder(torch.from_numpy(x[::-1].copy()))).numpy()
+    got = bundle.decode(bundle.encode_content(x), bundle.encode_class(x[::-1, None].copy()))
+    err = float(np.abs(got - ref).max())
+    if not err <= PARITY:
+        raise InitError(f"{bundle.root}: weights read back from the ONNX files do not reproduce the bundle "
+                        f"(max |difference| {err:.3g} > {PARITY})")
+
+
+def _from_checkpoint(path: Path) -> InitWeights:
+    from g2g.train.checkpoint import CheckpointError, load_generator
+
+    try:
+        gen, model, state = load_generator(path, ema=True)
+    except CheckpointError as e:
+        raise InitError(str(e)) from None
+    return InitWeights(gen.state_dict(), model, f"checkpoint {Path(path).resolve()}", int(state.get("step", 0)))
+
+
+def load_init_weights(source: Path) -> InitWeights:
+    """Generator weights and architecture from a checkpoint, a run folder or an ONNX bundle."""
+    source = Path(source)
+    if not source.exists():
+        raise InitError(f"--init-from {source}: no such file or folder")
+    if source.is_dir() and (source / "g2g_model.json").exists():
+        return _from_bundle(source)
+    return _from_checkpoint(source)
