@@ -28,6 +28,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for training tests: on 2 shared cores, OpenMP threads of tiny convs spin against other
+    processes (measured 5x slower per step with 2 threads than with 1 on a loaded machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def need_shared() -> Path:
     if not WILD.is_dir():
         pytest.skip(f"real test photos not found at {WILD} (../shared is absent)")

@@ -252,12 +252,11 @@ def test_init_from_refuses_what_is_not_a_model(tmp_path, bundle32):
         load_init_weights(bad)
 
 
-def test_train_init_from_starts_at_the_source_weights(bundle32, run_dir, prepared_small, tmp_path):
+def test_train_init_from_starts_at_the_source_weights(bundle32, run_dir, prepared_small, tmp_path, one_thread):
     """lr 0: after one step the new run's generator is still exactly the source's; the architecture is the source's."""
     from g2g.train.checkpoint import load_checkpoint
     from g2g.train.trainer import build_config, train
 
-    torch.set_num_threads(1)
     cfg = build_config(prepared_small, "small", 32, steps=1, batch_size=2, lr_gen=0.0, lr_dis=0.0, weight_decay=0.0,
                        workers=0, device="cpu", log_every=1, delta_id=0.0, alpha_vgg=0.0)
     train(prepared_small, tmp_path / "ft", cfg, progress=False, init_from=bundle32[0])
@@ -273,3 +272,17 @@ def test_train_init_from_starts_at_the_source_weights(bundle32, run_dir, prepare
     export_bundle(tmp_path / "ft", tmp_path / "ft-model", identity=False)
     meta, _ = read_bundle_meta(tmp_path / "ft-model")
     assert meta["init_from"] == recorded and meta["step"] == 1
+
+
+def test_train_init_from_refuses_crops_aligned_otherwise(bundle32, prepared_small, tmp_path):
+    from g2g.train.trainer import TrainError, build_config, train
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared_small, data)
+    prep = json.loads((data / "prepare_config.json").read_text())
+    prep["zoom"] = 1.5
+    (data / "prepare_config.json").write_text(json.dumps(prep))
+    cfg = build_config(data, "tiny", steps=1, batch_size=2, workers=0, device="cpu")
+    with pytest.raises(TrainError, match="zoom 1.3.*zoom 1.5.*--zoom 1.3"):
+        train(data, tmp_path / "ft", cfg, progress=False, init_from=bundle32[0])
+    assert not (tmp_path / "ft").exists()  # refused before anything was written

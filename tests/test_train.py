@@ -27,14 +27,7 @@ from g2g.train.trainer import CrossForward, TrainError, train
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads of tiny convs spin against other processes
-    (measured 5x slower per step with 2 threads than with 1 on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(size: int = 64, **kw) -> TrainConfig:

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2g.config import ModelConfig, from_dict
+from g2g.bundle import PARTS
+from g2g.config import ModelConfig
+from g2g.export.onnx_export import BOUNDS_FP16
 
-PARTS = ("content_encoder", "class_encoder", "decoder")
 ONNX_PREFIXES = ("", "encoder.")  # class_encoder.onnx wraps the encoder as ``encoder``
-PARITY = 5e-2  # fp16 bundles: the export's own decoder bound
+PARITY = BOUNDS_FP16["mix"]  # the export's own bound for a whole mix of an fp16 bundle (outputs in [-1, 1])
 
 
 class InitError(ValueError):
@@ -53,12 +54,11 @@ def _from_bundle(folder: Path) -> InitWeights:
         bundle = open_bundle(folder, device="cpu")  # checks SHA256SUMS and the metadata
     except BundleError as e:
         raise InitError(str(e)) from None
-    meta, model = bundle.meta, bundle.model
-    want = Generator(model).state_dict()
+    gen = Generator(bundle.model).eval()
     state: dict[str, torch.Tensor] = {}
     for part in PARTS:
         inits = {i.name: i for i in onnx.load(str(folder / f"{part}.onnx")).graph.initializer}
-        for key, ref in want.items():
+        for key, ref in gen.state_dict().items():
             if not key.startswith(part + "."):
                 continue
             rel = key[len(part) + 1:]
@@ -69,19 +69,15 @@ def _from_bundle(folder: Path) -> InitWeights:
             if arr.shape != tuple(ref.shape):
                 raise InitError(f"{folder}/{part}.onnx: {rel} has shape {arr.shape}, the model wants {tuple(ref.shape)}")
             state[key] = torch.from_numpy(arr.copy())
-    _check_against_bundle(model, state, bundle)
-    return InitWeights(state, model, f"bundle {folder.resolve()}", meta.get("step"))
-
-
-def _check_against_bundle(model: ModelConfig, state: dict[str, torch.Tensor], bundle) -> None:
-    """The rebuilt generator must mix like the bundle does on ONNX Runtime."""
-    from g2g.train.model import Generator
-
-    gen = Generator(model)
     gen.load_state_dict(state)
-    gen.eval()
+    _check_against_bundle(gen, bundle)
+    return InitWeights(state, bundle.model, f"bundle {folder.resolve()}", bundle.meta.get("step"))
+
+
+def _check_against_bundle(gen: torch.nn.Module, bundle) -> None:
+    """The rebuilt generator must mix like the bundle does on ONNX Runtime."""
     rng = np.random.default_rng(0)
-    s = model.image_size
+    s = bundle.model.image_size
     x = rng.uniform(-1, 1, (2, 3, s, s)).astype(np.float32)
     with torch.no_grad():
         ref = gen.decoder(gen.content_encoder(torch.from_numpy(x)), gen.class_encoder(torch.from_numpy(x[::-1].copy()))).numpy()
