@@ -174,6 +174,8 @@ def mix(
     ids: Path = typer.Argument(..., help="Identities: a folder of photos (each photo one identity) or of subfolders (each one identity; its photos' codes are averaged)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: mixed photos, aligned crops, manifest.jsonl, run.json. Rerun to resume."),
     model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (default: the model shipped with g2g)."),
+    method: str = typer.Option("model", help="model (the network of --model), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) or warp-paste (the same, warped onto the pose's 68 landmarks first). The two pastes need no model."),
+    size: int = typer.Option(128, help="Crop side, px, for --method paste/warp-paste (a model uses its own)."),
     pairs: str = typer.Option("all", help="all (every pose x identity), zip (pose i with identity i mod M), by-name (pose folder or stem = identity), random, or a CSV of pose,identity rows."),
     per_pose: int = typer.Option(1, help="Identities per pose with --pairs random."),
     seed: int = typer.Option(0, help="Seed of --pairs random (each pose's draw depends only on the seed and its path)."),
@@ -197,13 +199,14 @@ def mix(
     from g2g.mix import MixError, mix_folders
     from g2g.pairing import PairingError
     from g2g.runtime import DeviceError
+    from g2g.weights import WeightsError
 
-    cfg = MixConfig(pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
+    cfg = MixConfig(method=method, size=size, pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
                     grid=grid, shard=shard, device=device, strict=strict, faces=faces, min_face=min_face,
                     min_score=min_score, feather=feather, workers=workers, fmt=fmt)
     try:
         report = mix_folders(poses, ids, out, cfg, model_dir=model)
-    except (MixError, BundleError, PairingError, DeviceError) as e:
+    except (MixError, BundleError, PairingError, DeviceError, WeightsError) as e:
         raise G2GError(str(e)) from None
     console.print(report.table())
     for note in report.notes:
@@ -221,7 +224,7 @@ def mix(
 def eval_(
     target: Path = typer.Argument(..., help="A g2g mix output folder (OUT), or an exported MODEL folder for --metric recon."),
     data: Optional[Path] = typer.Argument(None, help="recon only: a g2g prepare folder of aligned crops (held-out faces)."),
-    metric: list[str] = typer.Option(["all"], "--metric", "-m", help="id-sim, id-retrieval, pose, recon or all; repeat or comma-separate."),
+    metric: list[str] = typer.Option(["all"], "--metric", "-m", help="id-sim, id-retrieval, pose, expression, recon or all; repeat or comma-separate."),
     eval_net: str = typer.Option("dlib", help="Identity network(s), comma list: dlib, facenet-vggface2, facenet-casia-webface (facenet needs its weights on disk)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here ('-' prints it to stdout)."),
     out_dir: Optional[Path] = typer.Option(None, help="Folder for report.json, per_image.csv and plots (default: OUT/eval for a mix run, ./g2g-eval/<model> for a model)."),

@@ -151,6 +151,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
+    method: str = "model"  # model (the bundle) | paste | warp-paste (non-learned baselines, g2g/mixers.py)
+    size: int = 128  # aligned crop side for paste | warp-paste (a model uses its own)
     pairs: str = "all"  # all | zip | by-name | random | path to a pairs CSV
     per_pose: int = 1  # identities per pose for --pairs random
     seed: int = 0

@@ -235,5 +235,28 @@ def identity_metrics(run: MixRun, net, cfg: EvalConfig, rows: dict[int, dict[str
         "mean_rank": float(ranks.mean() + 1) if len(ranks) else None,
         "pose_photo_top1": M.top_k_accuracy(M.retrieval_ranks(dist(e_pose, means), truth, False), 1) if ev else None,
     }
+    retr.update(pose_leak(ev, index, nearest, ranks))
     arrays = {"d_id": d_id, "d_pose": d_pose, "same": ref["same"], "diff": ref["diff"], "ev": ev}
     return sim, retr, arrays
+
+
+def pose_person(rec: dict[str, Any], index: dict[str, int]) -> str | None:
+    """The identity of a pose photo, where the run names it: its first folder, or its stem, is an identity."""
+    parts = Path(str(rec["pose"])).parts
+    for name in (parts[0] if len(parts) > 1 else None, Path(str(rec["pose"])).stem):
+        if name is not None and name in index:
+            return name
+    return None
+
+
+def pose_leak(ev: list[dict[str, Any]], index: dict[str, int], nearest: np.ndarray, ranks: np.ndarray) -> dict[str, Any]:
+    """On pairs whose pose person is a known identity other than the target: how often the output is nearest to
+    the pose person (what the rest leaks), and top-1/top-5 on those cross pairs alone."""
+    cross = [(k, pose_person(r, index)) for k, r in enumerate(ev)]
+    cross = [(k, p) for k, p in cross if p is not None and p != ev[k]["identity"]]
+    if not cross:
+        return {"pose_leak": None, "n_cross": 0, "top1_cross": None, "top5_cross": None}
+    ks = np.array([k for k, _ in cross])
+    leak = float(np.mean([nearest[k] == index[p] for k, p in cross]))
+    return {"pose_leak": leak, "n_cross": len(cross), "top1_cross": M.top_k_accuracy(ranks[ks], 1),
+            "top5_cross": M.top_k_accuracy(ranks[ks], 5)}

@@ -81,7 +81,20 @@ def _id_retrieval(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str
     return [
         (m, "top-1", _pct(s["top1"]), f"chance {_pct(s['chance_top1'])}; pose photo {_pct(s['pose_photo_top1'])}"),
         (m, "top-5", _pct(s["top5"]), f"chance {_pct(s['chance_top5'])}"),
-    ]
+    ] + ([
+        (m, "top-1 / top-5, cross pairs", f"{_pct(s['top1_cross'])} / {_pct(s['top5_cross'])}",
+         f"{s['n_cross']} pairs whose pose person is another identity"),
+        (m, "pose leak", _pct(s["pose_leak"]), "output nearest to the pose person (lower is better)"),
+    ] if s.get("n_cross") else [])
+
+
+def _expression(e: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    b = e["baseline_identity_photo"]
+    rows = [("expression", "error / IOD (mean of 4)", _f(e["error"]["mean"]),
+             f"identity photo {_f(b['error']['mean'])}; 0 = the pose's expression")]
+    for k in e["descriptors"]:
+        rows.append(("expression", f"  {k.replace('_', ' ')}", _f(e[k]["mean"]), f"identity photo {_f(b[k]['mean'])}"))
+    return rows
 
 
 def _pose(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -115,6 +128,8 @@ def _table_rows(r: EvalReport) -> list[tuple[str, str, str, str]]:
         rows += _id_retrieval(name, s)
     if r.results.get("pose"):
         rows += _pose(r.results["pose"])
+    if r.results.get("expression"):
+        rows += _expression(r.results["expression"])
     if r.results.get("recon"):
         rows += _recon(r.results["recon"])
     nets = ", ".join(f"{n['name']}" + (" (trained against)" if n["trained_against"] else "") for n in r.networks)

@@ -11,6 +11,9 @@ Metrics (one module each; the method is spelled out there)
   identities of the run (top-1, top-5, chance level).
 - ``pose`` (g2g.eval_pose): MTCNN 5-point error and yaw/pitch/roll differences
   of the mixed crop vs its pose crop; baseline: the identity crop vs the pose crop.
+- ``expression`` (g2g.eval_expression): mouth opening and width, eye opening
+  and brow height from dlib's 68 points, output vs pose crop, over the IOD;
+  baseline: the identity's photo vs the pose crop (what copy-paste keeps).
 - ``recon`` (g2g.eval_recon): PSNR, SSIM and LPIPS of self and cycle
   reconstructions of held-out crops, on ONNX Runtime; a vs b is the floor.
 
@@ -32,12 +35,13 @@ from g2g.eval_data import MixRun, load_mix, mixed_crop, model_facts, read_crop
 from g2g.eval_identity import (IDENTITY_NETS, identity_metrics, open_identity_net, parse_nets,
                                reference_distributions, trained_against)
 from g2g.eval_plots import examples_sheet, plot_id_hist, write_csv
+from g2g.eval_expression import expression_metrics
 from g2g.eval_pose import pose_metrics
 from g2g.eval_recon import recon_metrics
 from g2g.eval_report import EvalError, EvalReport
 from g2g.fsutil import atomic_write_json
 
-MIX_METRICS = ("id-sim", "id-retrieval", "pose")
+MIX_METRICS = ("id-sim", "id-retrieval", "pose", "expression")
 METRICS = MIX_METRICS + ("recon",)
 
 __all__ = ["evaluate", "EvalReport", "EvalError", "METRICS", "MIX_METRICS", "IDENTITY_NETS", "parse_metrics",
@@ -133,6 +137,10 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         detector = FaceDetector(cfg.device, min_face=max(12, run.align.size // 6))
         report.results["pose"] = pose_metrics(run, detector, cfg, rows)
         report.timings["pose"] = time.perf_counter() - t1
+    if "expression" in report.metrics:
+        t1 = time.perf_counter()
+        report.results["expression"] = expression_metrics(run, cfg, rows)
+        report.timings["expression"] = time.perf_counter() - t1
     report.images += len(run.ok)
     if any(m in MIX_METRICS for m in report.metrics):
         skipped_rows = [{"pose": r.get("pose"), "identity": r.get("identity"), "status": "skipped",

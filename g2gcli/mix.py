@@ -35,8 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 from g2g import __version__
-from g2g.bundle import Bundle, BundleError, open_bundle, to_image, to_input
+from g2g.bundle import BundleError
 from g2g.config import MixConfig, PrepareConfig
+from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
 from g2g.images import SkipImage, load_rgb, scan_folder
 from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
@@ -123,16 +124,20 @@ class MixReport:
         return t
 
 
-def settings_sha256(cfg: MixConfig, bundle: Bundle) -> str:
+def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
     """Hash of the settings that change an output's pixels (not pairing, sharding, batching or device)."""
-    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels")
-    rec = {k: getattr(cfg, k) for k in keys} | {"size": bundle.align.size, "zoom": bundle.align.zoom}
+    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels", "method")
+    rec = {k: getattr(cfg, k) for k in keys} | {"size": mixer.align.size, "zoom": mixer.align.zoom}
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
 
 
 def _check(cfg: MixConfig) -> None:
     if cfg.faces not in FACE_POLICIES:
         raise MixError(f"--faces must be one of {', '.join(FACE_POLICIES)} for mix, got {cfg.faces!r}")
+    if cfg.method not in METHODS:
+        raise MixError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if not 32 <= cfg.size <= 512:
+        raise MixError(f"--size must be between 32 and 512 px, got {cfg.size}")
     if cfg.fmt not in FORMATS:
         raise MixError(f"output format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
     if cfg.batch_size < 1 or cfg.workers < 1:
@@ -194,11 +199,11 @@ class _Writer:
 class _Aligner:
     """Photos -> aligned crops at the model's size (MTCNN + 5-point similarity), or -> resized crops (--aligned)."""
 
-    def __init__(self, cfg: MixConfig, bundle: Bundle, pool: ThreadPoolExecutor):
+    def __init__(self, cfg: MixConfig, mixer: Mixer, pool: ThreadPoolExecutor):
         self.cfg, self.pool = cfg, pool
-        self.size = bundle.align.size
-        self.template = np.asarray(bundle.align.template())
-        self.pcfg = PrepareConfig(size=self.size, zoom=bundle.align.zoom, faces=cfg.faces, min_face=cfg.min_face,
+        self.size = mixer.align.size
+        self.template = np.asarray(mixer.align.template())
+        self.pcfg = PrepareConfig(size=self.size, zoom=mixer.align.zoom, faces=cfg.faces, min_face=cfg.min_face,
                                   min_score=cfg.min_score, max_pixels=cfg.max_pixels, device=cfg.device)
         self.detector = None
         self.seconds: Counter = Counter()
@@ -322,7 +327,7 @@ def mix_folders(
     if not id_files:
         raise MixError(f"no images found under IDS {ids}")
     try:
-        bundle = open_bundle(model_dir, device=cfg.device, batch_size=cfg.batch_size)
+        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=cfg.size)
     except DeviceError as e:
         raise MixError(str(e)) from None
     plan = build_plan(pose_files, group_identities(id_files), cfg.pairs, cfg.per_pose, cfg.seed)
@@ -330,18 +335,19 @@ def mix_folders(
     pairs = shard(plan.pairs, i, n)
 
     report = MixReport(out=out, planned=len(pairs), total_plan=len(plan.pairs), shard=f"{i}/{n}",
-                       providers=bundle.providers, device=bundle.device, note=bundle.note, notes=list(plan.notes))
+                       providers=mixer.providers, device=mixer.device, note=mixer.note, notes=list(plan.notes))
     crop_mode = cfg.crop_only or cfg.aligned
     if cfg.aligned and not cfg.crop_only:
         report.notes.append("--aligned: poses are crops, so outputs are mixed crops (nothing to paste back into)")
-    model_sha, set_sha = bundle.sha256, settings_sha256(cfg, bundle)
+    model_sha, set_sha = mixer.sha256, settings_sha256(cfg, mixer)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RUN_FILE, {
         "poses_root": str(poses), "ids_root": str(ids),
-        "model_dir": str(bundle.root.resolve()), "model_sha256": model_sha, "settings_sha256": set_sha,
-        "mix": asdict(cfg), "align": {"size": bundle.align.size, "zoom": bundle.align.zoom,
-                                      "template": [list(p) for p in bundle.align.template()]},
-        "providers": bundle.providers, "device": bundle.device, "note": bundle.note,
+        "method": mixer.name, "model_dir": str(mixer.root.resolve()) if mixer.root else None,
+        "model_sha256": model_sha, "settings_sha256": set_sha,
+        "mix": asdict(cfg), "align": {"size": mixer.align.size, "zoom": mixer.align.zoom,
+                                      "template": [list(p) for p in mixer.align.template()]},
+        "providers": mixer.providers, "device": mixer.device, "note": mixer.note,
         "plan": {"mode": plan.mode, "pairs": len(plan.pairs), "shard": f"{i}/{n}", "shard_pairs": len(pairs)},
         "version": __version__,
     })
@@ -361,14 +367,14 @@ def mix_folders(
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
     prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2g-prep")
     writer = _Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
-    aligner = _Aligner(cfg, bundle, pool)
+    aligner = _Aligner(cfg, mixer, pool)
     timings: Counter = Counter()
-    ctx = _Ctx(cfg, bundle, plan, out, writer, bar, report, model_sha, set_sha, crop_mode,
+    ctx = _Ctx(cfg, mixer, plan, out, writer, bar, report, model_sha, set_sha, crop_mode,
                unique_stems(pose_files), unique_stems(id_files))
     try:
         # identities: aligned and encoded once each, codes kept in memory
         needed = list(dict.fromkeys(ident for _, ident in todo))
-        codes: dict[str, np.ndarray] = {}
+        codes: dict[str, IdentityFaces] = {}
         id_info: dict[str, dict[str, Any]] = {}
         for k in range(0, len(needed), ID_CHUNK):
             t = time.perf_counter()
@@ -404,7 +410,7 @@ def mix_folders(
         bar.close()
 
     if cfg.grid:
-        report.grid = write_grid(out, pairs, cfg.grid_max, bundle.align.size)
+        report.grid = write_grid(out, pairs, cfg.grid_max, mixer.align.size)
     report.elapsed = time.perf_counter() - t_start
     report.timings = {**dict(timings), **{f"aligner_{k}": v for k, v in aligner.seconds.items()}}
     report.notes += aligner.notes
@@ -416,7 +422,7 @@ class _Ctx:
     """What the encoding and decoding steps share (keeps mix_folders readable)."""
 
     cfg: MixConfig
-    bundle: Bundle
+    mixer: Mixer
     plan: Plan
     out: Path
     writer: _Writer
@@ -446,11 +452,11 @@ class _Ctx:
 
         atomic_save_image(safe_join(self.out, rel), Image.fromarray(crop))
 
-    def encode_identities(self, names: list[str], srcs: list[Source], codes: dict[str, np.ndarray],
+    def encode_identities(self, names: list[str], srcs: list[Source], codes: dict[str, IdentityFaces],
                           id_info: dict[str, dict[str, Any]]) -> None:
-        """One code per identity with at least one usable photo (K-shot mean inside the class encoder)."""
+        """One encoding per identity with at least one usable photo (all its K crops)."""
         it = iter(srcs)
-        by_k: dict[int, list[tuple[str, list[np.ndarray]]]] = {}
+        group: list[tuple[str, np.ndarray]] = []
         for name in names:
             mine = [next(it) for _ in self.plan.identities[name]]
             good = [s for s in mine if s.crop is not None]
@@ -472,15 +478,13 @@ class _Ctx:
                     rel = f"aligned/ids/{name}/{Path(self.id_stems[s.rel]).name}.png"
                     info["crops"].append(rel)
                     self.writer.submit(self.save_crop, rel, s.crop)
-                by_k.setdefault(len(good), []).append((name, [s.crop for s in good]))  # type: ignore[misc]
+                group.append((name, np.stack([s.crop for s in good])))  # type: ignore[misc]
             id_info[name] = info
-        for k, group in by_k.items():
-            x = np.stack([to_input(np.stack(crops)) for _, crops in group])  # (m, K, 3, S, S)
-            for (name, _), code in zip(group, self.bundle.encode_class(x)):
-                codes[name] = code
-            self.report.identities_encoded += len(group)
+        for (name, _), enc in zip(group, self.mixer.encode_identities([g for _, g in group])):
+            codes[name] = enc
+        self.report.identities_encoded += len(group)
 
-    def mix_chunk(self, srcs: list[Source], by_pose: dict[str, list[str]], codes: dict[str, np.ndarray],
+    def mix_chunk(self, srcs: list[Source], by_pose: dict[str, list[str]], codes: dict[str, IdentityFaces],
                   id_info: dict[str, dict[str, Any]]) -> None:
         """Encode a chunk of poses once, decode all their pairs in batches, hand results to the writer."""
         skipped: list[dict[str, Any]] = []
@@ -494,7 +498,7 @@ class _Ctx:
             s.crop_rel = f"aligned/poses/{self.pose_stems[s.rel]}.png"
             self.writer.submit(self.save_crop, s.crop_rel, s.crop)
             good.append(s)
-        content = self.bundle.encode_content(to_input(np.stack([s.crop for s in good]))) if good else None
+        faces: list[PoseFace] = self.mixer.encode_poses(np.stack([s.crop for s in good])) if good else []
         self.report.poses_encoded += len(good)
         jobs: list[tuple[int, str]] = []  # (index into good, identity)
         for gi, s in enumerate(good):
@@ -512,13 +516,13 @@ class _Ctx:
         B = self.cfg.batch_size
         for b in range(0, len(jobs), B):
             batch = jobs[b : b + B]
-            idx = np.array([gi for gi, _ in batch])
-            z = np.stack([codes[ident] for _, ident in batch])  # (B, code)
-            images = to_image(self.bundle.decode(content[idx], z))  # type: ignore[index]  # (B, S, S, 3) uint8
-            for (gi, ident), img in zip(batch, images):
-                self.writer.submit(self.write_pair, good[gi], ident, img, id_info)
+            images, masks = self.mixer.mix([faces[gi] for gi, _ in batch], [codes[ident] for _, ident in batch])
+            for j, ((gi, ident), img) in enumerate(zip(batch, images)):  # images: (B, S, S, 3) uint8
+                mask = None if masks is None else masks[j]
+                self.writer.submit(self.write_pair, good[gi], ident, img, id_info, mask)
 
-    def write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any]) -> None:
+    def write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any],
+                   mask: np.ndarray | None = None) -> None:
         """Paste back (or not), write atomically, then append the manifest line."""
         from PIL import Image
 
@@ -533,7 +537,7 @@ class _Ctx:
         else:
             mixed_rel = f"aligned/mixed/{(rel.parent / name).as_posix()}.png"
             atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
-            pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather)  # type: ignore[arg-type]
+            pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather, mask)  # type: ignore[arg-type]
             atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))
         self.writer.append([self.record(src.rel, ident, id_info, status="ok", output=out_rel, mixed_crop=mixed_rel,
                                         pose_crop=src.crop_rel, affine=src.affine)])

@@ -42,8 +42,13 @@ def crop_region(M: np.ndarray, size: int, hw: tuple[int, int]) -> tuple[int, int
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def paste_back(photo: np.ndarray, crop: np.ndarray, M: np.ndarray, feather: float = 0.1) -> np.ndarray:
-    """``photo`` (H, W, 3) uint8 with ``crop`` (S, S, 3) uint8 blended in where ``M`` (photo->crop, 2x3) took it from."""
+def paste_back(photo: np.ndarray, crop: np.ndarray, M: np.ndarray, feather: float = 0.1,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """``photo`` (H, W, 3) uint8 with ``crop`` (S, S, 3) uint8 blended in where ``M`` (photo->crop, 2x3) took it from.
+
+    ``mask`` (S, S) in [0, 1] is what the crop changed (a method's face mask); by
+    default the whole crop, feathered at its border.
+    """
     M = np.asarray(M, dtype=np.float64)
     size = crop.shape[0]
     out = photo.copy()
@@ -56,7 +61,9 @@ def paste_back(photo: np.ndarray, crop: np.ndarray, M: np.ndarray, feather: floa
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     dsize = (x1 - x0, y1 - y0)
     face = cv2.warpAffine(crop, Mr, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    alpha = cv2.warpAffine(feather_mask(size, float(feather)), Mr, dsize, flags=flags,
+    soft = feather_mask(size, float(feather)) if mask is None else np.minimum(mask.astype(np.float32),
+                                                                             feather_mask(size, float(feather)))
+    alpha = cv2.warpAffine(soft, Mr, dsize, flags=flags,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]  # (h, w, 1)
     roi = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(np.rint(roi + alpha * (face - roi)), 0, 255).astype(np.uint8)

@@ -47,6 +47,14 @@ REGISTRY: dict[str, WeightFile] = {
             use="identity network (dlib ResNet, 128-d); pip install face-recognition-models",
         ),
         WeightFile(
+            "dlib-shape68",
+            "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            package="face_recognition_models",
+            relpath="models/shape_predictor_68_face_landmarks.dat",
+            use="68-point face landmarks (dlib shape predictor): masks, warps, expression; "
+                "pip install face-recognition-models",
+        ),
+        WeightFile(
             "stlpips-vgg",
             "44597da68f49c1837c100ff52299050f274d102eb102e5837178c79be6f0e250",
             package="stlpips_pytorch",

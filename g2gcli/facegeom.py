@@ -1,0 +1,154 @@
+"""Face geometry on aligned crops: the face mask, piecewise-affine warps, expression transfer, colour matching.
+
+Everything works from the 68 points of :mod:`g2g.landmarks` in crop pixels.
+
+- ``face_mask``: the region a mix replaces, brows to chin (the convex hull of the
+  jaw and the brows, raised a little above the brows and scaled about its centre).
+  Training jitters its scale and outline ("mask shuffling", REFace 2024) so the
+  outline teaches the model nothing about whose face was there.
+- ``warp_to``: an image moved so that its landmarks land on other landmarks,
+  piecewise affine over a Delaunay triangulation of the destination points (plus
+  the crop border, which stays put), the warp of skimage's
+  ``PiecewiseAffineTransform`` done with one ``cv2.remap`` (about 300x faster).
+- ``transfer_expression``: landmarks with the identity's face shape (jaw, nose,
+  eye and brow positions) and the pose's expression (mouth shape and opening, eye
+  opening, brow height): where an identity photo must be warped to show the pose's
+  expression without taking the pose person's face shape.
+- ``match_colour``: the identity face's colour statistics moved onto the pose's
+  (per channel in Lab, inside the masks), so a pasted face takes the pose's light.
+
+Torch-free; all functions take and return numpy arrays.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from g2g.landmarks import BROWS, EYE_L, EYE_R, INNER_LIPS, JAW, MOUTH, interocular68
+
+MASK_SCALE = 1.2  # default mask: 1.2x the brows-to-chin hull (leaves the pose person recognisable in ~10%)
+MASK_SOFT = 0.04  # soft edge (Gaussian sigma) as a fraction of the crop side
+BROW_LIFT = 0.25  # the mask's top edge sits this many inter-ocular distances above the brows
+
+
+def _hull_points(lm: np.ndarray) -> np.ndarray:
+    """Jaw and brow points, the brows lifted by BROW_LIFT x IOD: the brows-to-chin outline (N, 2)."""
+    iod = float(interocular68(lm))
+    brows = lm[BROWS].copy()
+    brows[:, 1] -= BROW_LIFT * iod
+    return np.vstack([lm[JAW], brows])
+
+
+def face_mask(lm: np.ndarray, size: int, scale: float = MASK_SCALE, soft: float = MASK_SOFT,
+              rng: np.random.Generator | None = None) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: 1 on the face interior (brows to chin), soft edge.
+
+    ``rng`` jitters it for training: scale x U(0.9, 1.15), each outline point moved
+    by up to 4% of the crop, softness x U(0.5, 1.5).
+    """
+    pts = _hull_points(np.asarray(lm, np.float64))
+    if rng is not None:
+        scale = scale * rng.uniform(0.9, 1.15)
+        pts = pts + rng.uniform(-0.04, 0.04, pts.shape) * size
+        soft = soft * rng.uniform(0.5, 1.5)
+    centre = pts.mean(0)
+    pts = (pts - centre) * scale + centre
+    hull = cv2.convexHull(np.round(pts * 4).astype(np.int32))  # 2 fractional bits of sub-pixel precision
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA, shift=2)
+    sigma = soft * size
+    if sigma > 0.3:
+        k = int(2 * round(3 * sigma) + 1)
+        # erode by the blur's reach first, so that the soft edge stays inside the hull and the
+        # hull's outside is exactly 0 (paste-back changes nothing beyond it)
+        mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        mask = cv2.GaussianBlur(mask, (k, k), sigma)
+    return np.clip(mask, 0.0, 1.0)
+
+
+def _border(size: int) -> np.ndarray:
+    s = size - 1.0
+    return np.array([[0, 0], [s / 2, 0], [s, 0], [s, s / 2], [s, s], [s / 2, s], [0, s], [0, s / 2]], np.float64)
+
+
+def warp_to(image: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray) -> np.ndarray:
+    """``image`` (S, S, C) with its landmarks ``src_lm`` (68, 2) moved onto ``dst_lm``: piecewise affine."""
+    size = image.shape[0]
+    dst = np.vstack([np.asarray(dst_lm, np.float64), _border(size)])
+    src = np.vstack([np.asarray(src_lm, np.float64), _border(size)])
+    tri = Delaunay(dst).simplices  # (T, 3) triangles of the destination
+    index = np.full((size, size), -1, np.int32)
+    for t, (i, j, k) in enumerate(tri):
+        poly = np.round(dst[[i, j, k]] * 16).astype(np.int32)
+        cv2.fillConvexPoly(index, poly, t, lineType=cv2.LINE_8, shift=4)
+    # per triangle, the affine map destination -> source: solve [x y 1] A = [u v]
+    ones = np.ones((len(tri), 3, 1))
+    A = np.linalg.solve(np.concatenate([dst[tri], ones], axis=2), src[tri])  # (T, 3, 2)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    idx = index.clip(min=0)
+    a = A[idx]  # (S, S, 3, 2)
+    map_x = xs * a[..., 0, 0] + ys * a[..., 1, 0] + a[..., 2, 0]
+    map_y = xs * a[..., 0, 1] + ys * a[..., 1, 1] + a[..., 2, 1]
+    outside = index < 0  # pixel centres no triangle rasterised (a sliver at an edge): identity map
+    map_x[outside], map_y[outside] = xs[outside], ys[outside]
+    return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def transfer_expression(id_lm: np.ndarray, pose_lm: np.ndarray, jaw_follow: float = 0.8) -> np.ndarray:
+    """Landmarks (68, 2): the identity's face shape with the pose's expression.
+
+    Kept from the identity: the jaw outline, the nose, the eye and brow positions
+    and widths, the mouth position. Taken from the pose: the mouth's shape
+    (width, lip curves and opening) around the identity's mouth centre, each
+    eye's vertical opening, each brow's height above its eye. The chin drops by
+    ``jaw_follow`` x the extra mouth opening.
+    """
+    out = np.array(id_lm, np.float64)
+    pose = np.asarray(pose_lm, np.float64)
+    mc_id, mc_pose = out[MOUTH].mean(0), pose[MOUTH].mean(0)
+    out[MOUTH] = pose[MOUTH] - mc_pose + mc_id
+    for eye, brow in ((EYE_L, slice(17, 22)), (EYE_R, slice(22, 27))):
+        ec_id, ec_pose = out[eye].mean(0), pose[eye].mean(0)
+        out[eye, 1] = ec_id[1] + (pose[eye, 1] - ec_pose[1])  # the pose's lid heights around the identity's eye
+        lift = (pose[brow, 1].mean() - ec_pose[1]) - (out[brow, 1].mean() - ec_id[1])
+        out[brow, 1] += lift
+    opening = mouth_opening_px(pose) - mouth_opening_px(np.asarray(id_lm, np.float64))
+    w = np.exp(-0.5 * ((np.arange(17) - 8) / 3.0) ** 2)  # most at the chin (point 8), little at the ears
+    out[JAW, 1] += jaw_follow * opening * w
+    return out
+
+
+def mouth_opening_px(lm: np.ndarray) -> float:
+    """Inner-lip gap (mean of the three vertical pairs 61-67, 62-66, 63-65), px."""
+    inner = lm[INNER_LIPS]
+    return float(np.mean(inner[[5, 6, 7], 1] - inner[[3, 2, 1], 1]))
+
+
+def match_colour(src: np.ndarray, src_mask: np.ndarray, ref: np.ndarray, ref_mask: np.ndarray,
+                 strength: float = 1.0) -> np.ndarray:
+    """uint8 ``src`` (S, S, 3) with its Lab mean and spread inside ``src_mask`` moved to ``ref``'s inside ``ref_mask``."""
+    a = cv2.cvtColor(src, cv2.COLOR_RGB2LAB).astype(np.float32)
+    b = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
+    wa, wb = src_mask[..., None] > 0.5, ref_mask[..., None] > 0.5
+    if wa.sum() < 16 or wb.sum() < 16:
+        return src
+    ma, sa = _masked_stats(a, wa)
+    mb, sb = _masked_stats(b, wb)
+    gain = np.clip(sb / np.maximum(sa, 1.0), 0.5, 2.0)
+    moved = (a - ma) * gain + mb
+    out = a + strength * (moved - a)
+    return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def _masked_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sel = x[np.broadcast_to(w, x.shape)].reshape(-1, 3)
+    return sel.mean(0), sel.std(0)
+
+
+def blend(face: np.ndarray, onto: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 ``face`` blended into ``onto`` (S, S, 3) through the soft ``mask`` (S, S)."""
+    m = mask[..., None]
+    return np.clip(np.rint(onto.astype(np.float32) * (1 - m) + face.astype(np.float32) * m), 0, 255).astype(np.uint8)

@@ -1,0 +1,207 @@
+"""How a (pose, identity) pair becomes a mixed crop: ``g2g mix --method model|paste|warp-paste``.
+
+A mixer encodes each pose once and each identity once (whatever N x M is), then
+turns batches of pairs into mixed crops, each with the mask of what it changed
+(``None``: the whole crop), which paste-back uses so that what a mix changes in
+a photo is what the method drew.
+
+- ``model`` with a ``funit`` bundle (:class:`CodeMixer`): E_A content map per pose,
+  E_B K-shot code per identity, the decoder per pair (the seed's design).
+- ``model`` with an ``appearance`` bundle (:class:`AppearanceMixer`, in
+  :mod:`g2g.appearance`): masked rest + landmarks per pose, the identity photo
+  warped onto the pose's expression per pair, the network per pair.
+- ``paste`` (:class:`PasteMixer`): no learning. The identity photo's face
+  interior, colour-matched, blended onto the pose crop through the face mask.
+  Identity right, expression the identity photo's.
+- ``warp-paste``: the same, the identity photo first warped onto the pose's 68
+  points (piecewise affine). Expression closer to the pose's, identity weaker.
+
+These two are the frontier a learned model must beat (``g2g eval`` reports
+them), and fast fallbacks for users. Of an identity's K photos, the paste methods
+use, per pose, the one whose landmarks are closest to the pose's. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from g2g.config import AlignConfig
+
+METHODS = ("model", "paste", "warp-paste")
+
+
+@dataclass
+class PoseFace:
+    """A pose crop and what every method needs of it."""
+
+    crop: np.ndarray  # (S, S, 3) uint8
+    lm: np.ndarray  # (68, 2) crop pixels
+    mask: np.ndarray  # (S, S) float32 face mask (brows to chin)
+    extra: Any = None  # a method's own per-pose encoding (content map, ...)
+
+
+@dataclass
+class IdentityFaces:
+    """An identity's K crops and their landmarks."""
+
+    crops: np.ndarray  # (K, S, S, 3) uint8
+    lm: np.ndarray  # (K, 68, 2)
+    extra: Any = None  # a method's own per-identity encoding (K-shot code, ...)
+
+
+class Mixer(Protocol):
+    name: str
+    align: AlignConfig
+    sha256: str  # names what made an output (model bundle or method), for the manifest and resume
+    providers: list[str]
+    device: str
+    note: str
+    root: Path | None
+
+    def encode_poses(self, crops: np.ndarray) -> list[PoseFace]: ...
+
+    def encode_identities(self, groups: list[np.ndarray]) -> list[IdentityFaces]: ...
+
+    def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mixed crops (B, S, S, 3) uint8 and the masks (B, S, S) of what changed (None: the whole crop)."""
+        ...
+
+
+def closest_photo(ident: IdentityFaces, pose_lm: np.ndarray) -> int:
+    """Index of the identity photo whose landmarks (centred, over the inter-ocular distance) best match the pose's."""
+    from g2g.landmarks import interocular68
+
+    def norm(lm: np.ndarray) -> np.ndarray:
+        return (lm - lm.mean(-2, keepdims=True)) / interocular68(lm)[..., None, None]
+
+    return int(np.argmin(np.abs(norm(ident.lm) - norm(pose_lm)[None]).mean(axis=(1, 2))))
+
+
+def faces_of(crops: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    """68-point landmarks (N, 68, 2) and face masks (N, S, S) of uint8 crops (N, S, S, 3)."""
+    from g2g.facegeom import face_mask
+    from g2g.landmarks import landmarks68
+
+    lm = landmarks68(crops, zoom)
+    return lm, np.stack([face_mask(p, crops.shape[1]) for p in lm]) if len(lm) else np.zeros((0,) + crops.shape[1:3])
+
+
+@dataclass
+class _Faces:
+    """Shared encoders of the landmark-based mixers."""
+
+    align: AlignConfig
+
+    def encode_poses(self, crops: np.ndarray) -> list[PoseFace]:
+        lm, masks = faces_of(crops, self.align.zoom)
+        return [PoseFace(c, p, m) for c, p, m in zip(crops, lm, masks)]
+
+    def encode_identities(self, groups: list[np.ndarray]) -> list[IdentityFaces]:
+        if not groups:
+            return []
+        lm, _ = faces_of(np.concatenate(groups), self.align.zoom)
+        out, i = [], 0
+        for g in groups:
+            out.append(IdentityFaces(g, lm[i : i + len(g)]))
+            i += len(g)
+        return out
+
+
+@dataclass
+class PasteMixer(_Faces):
+    """``paste`` / ``warp-paste``: the non-learned frontier."""
+
+    warp: bool = False
+    name: str = "paste"
+    providers: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    note: str = ""
+    root: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.name = "warp-paste" if self.warp else "paste"
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"g2g-method/{self.name}/1".encode()).hexdigest()
+
+    def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
+        from g2g.facegeom import blend, face_mask, match_colour, warp_to
+
+        crops, masks = [], []
+        for pose, ident in zip(poses, idents):
+            j = closest_photo(ident, pose.lm)
+            face, lm = ident.crops[j], ident.lm[j]
+            if self.warp:
+                face = warp_to(face, lm, pose.lm)
+                face_area = pose.mask
+            else:
+                face_area = face_mask(lm, face.shape[0])
+            face = match_colour(face, face_area, pose.crop, pose.mask)
+            crops.append(blend(face, pose.crop, pose.mask))
+            masks.append(pose.mask)
+        return np.stack(crops), np.stack(masks)
+
+
+@dataclass
+class CodeMixer:
+    """``model`` with a FUNIT-style bundle: content map per pose, code per identity, decoder per pair."""
+
+    bundle: Any  # g2g.bundle.Bundle
+    name: str = "model"
+
+    def __post_init__(self) -> None:
+        b = self.bundle
+        self.align, self.sha256, self.root = b.align, b.sha256, b.root
+        self.providers, self.device, self.note = b.providers, b.device, b.note
+
+    def encode_poses(self, crops: np.ndarray) -> list[PoseFace]:
+        from g2g.bundle import to_input
+
+        content = self.bundle.encode_content(to_input(crops)) if len(crops) else []
+        return [PoseFace(c, np.zeros((68, 2), np.float32), np.ones(c.shape[:2], np.float32), extra=m)
+                for c, m in zip(crops, content)]  # no landmarks needed: the decoder redraws the whole crop
+
+    def encode_identities(self, groups: list[np.ndarray]) -> list[IdentityFaces]:
+        from g2g.bundle import to_input
+
+        out: list[IdentityFaces | None] = [None] * len(groups)
+        by_k: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_k.setdefault(len(g), []).append(i)
+        for k, idx in by_k.items():
+            x = np.stack([to_input(groups[i]) for i in idx])  # (m, K, 3, S, S)
+            for i, code in zip(idx, self.bundle.encode_class(x)):
+                out[i] = IdentityFaces(groups[i], np.zeros((k, 68, 2), np.float32), extra=code)
+        return out  # type: ignore[return-value]
+
+    def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, None]:
+        from g2g.bundle import to_image
+
+        content = np.stack([p.extra for p in poses])
+        codes = np.stack([i.extra for i in idents])
+        return to_image(self.bundle.decode(content, codes)), None  # the decoder redraws the whole crop
+
+
+def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_size: int = 16,
+               size: int | None = None, zoom: float | None = None) -> Mixer:
+    """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one)."""
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "model":
+        from g2g.bundle import open_bundle
+
+        bundle = open_bundle(model_dir, device=device, batch_size=batch_size)
+        if bundle.meta.get("identity_encoder", "funit") == "appearance":
+            from g2g.appearance import AppearanceMixer
+
+            return AppearanceMixer(bundle)
+        return CodeMixer(bundle)
+    align = AlignConfig(size=size or 128, zoom=zoom or 1.3)
+    return PasteMixer(align, warp=method == "warp-paste")
