@@ -260,16 +260,23 @@ def export_bundle(
     from torch.export import Dim
 
     N, K = Dim("N", min=1, max=MAX_DIM), Dim("K", min=1, max=MAX_DIM)
-    x = torch.from_numpy(faces[:2] if len(faces) >= 2 else np.repeat(faces, 2, 0))  # (2, 3, S, S) sample
-    with torch.no_grad():
-        content, code = gen.content_encoder(x), gen.class_encoder(x)
-    specs = {  # part -> (module, example args, (input names, output names), dynamic shapes)
-        "content_encoder": (gen.content_encoder, (x,), (["image"], ["content"]), {"x": {0: N}}),
-        "class_encoder": (KShotClassEncoder(gen.class_encoder), (x[:, None].repeat(1, 2, 1, 1, 1),),
-                          (["images"], ["code"]), {"x": {0: N, 1: K}}),
-        "decoder": (gen.decoder, (content, code), (["content", "code"], ["image"]),
-                    {"content": {0: N}, "code": {0: N}}),
-    }
+    appearance = mcfg.identity_encoder == "appearance"
+    if appearance:
+        from g2g.export.appearance import appearance_inputs, appearance_specs
+
+        check_inputs = appearance_inputs(faces, mcfg.zoom)
+        specs = appearance_specs(gen, check_inputs, N, K)
+    else:
+        x = torch.from_numpy(faces[:2] if len(faces) >= 2 else np.repeat(faces, 2, 0))  # (2, 3, S, S) sample
+        with torch.no_grad():
+            content, code = gen.content_encoder(x), gen.class_encoder(x)
+        specs = {  # part -> (module, example args, (input names, output names), dynamic shapes)
+            "content_encoder": (gen.content_encoder, (x,), (["image"], ["content"]), {"x": {0: N}}),
+            "class_encoder": (KShotClassEncoder(gen.class_encoder), (x[:, None].repeat(1, 2, 1, 1, 1),),
+                              (["images"], ["code"]), {"x": {0: N, 1: K}}),
+            "decoder": (gen.decoder, (content, code), (["content", "code"], ["image"]),
+                        {"content": {0: N}, "code": {0: N}}),
+        }
     train_cfg = asdict(from_dict(TrainConfig, state["config"]))
     align = AlignConfig(size=S, zoom=mcfg.zoom)
     meta: dict[str, Any] = {
@@ -313,7 +320,12 @@ def export_bundle(
             _set_metadata(model, meta, part)
             staged[part] = staging / f"{part}.onnx"
             atomic_write_bytes(staged[part], _serialize_checked(model, part))
-        report.parity, report.bounds = _parity(gen, staged, faces, fp16)
+        if appearance:
+            from g2g.export.appearance import appearance_parity
+
+            report.parity, report.bounds = appearance_parity(gen, staged, check_inputs, fp16)
+        else:
+            report.parity, report.bounds = _parity(gen, staged, faces, fp16)
         meta["parity"] = report.parity
         bad = [f"{k} {report.parity[k]:.2e} > {report.bounds[k]:.1e}" for k in report.parity
                if not report.parity[k] <= report.bounds[k]]  # `not <=` also catches NaN

@@ -138,10 +138,43 @@ class Bundle:
             raise ValueError(f"decode needs as many codes as content maps, got {len(code)} and {len(content)}")
         return self._batched("decoder", {"content": content, "code": code}, self.batch_size)
 
+    def generate(self, content: np.ndarray, identity: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """An ``appearance`` bundle's three parts in a row (see g2g.appearance.pair_inputs for the inputs):
+        content (N, C, S, S), warped identity crops (N, K, 3, S, S), base (N, 3, S, S) -> face (N, 3, S, S)."""
+        if self.model.identity_encoder != "appearance":
+            raise ValueError("generate() needs an appearance bundle; this one is funit (use encode_*/decode)")
+        outs = []
+        step = max(1, self.batch_size // identity.shape[1])
+        for i in range(0, len(content), step):
+            r = self._run_all("content_encoder", {"content": content[i : i + step]})
+            a = self._run_all("class_encoder", {"images": identity[i : i + step]})
+            feeds = {**{f"r{j}": x for j, x in enumerate(r)}, **{f"a{j}": x for j, x in enumerate(a)},
+                     "base": base[i : i + step]}
+            outs.append(self._run_all("decoder", feeds)[0])
+        return np.concatenate(outs)
+
+    def _run_all(self, part: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        info = self.sessions[part]
+        self.calls[part] += 1
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        if self.io_binding:
+            return run_bound(info, feeds)
+        return info.session.run(None, feeds)
+
     def _check(self, x: np.ndarray, ndim: int) -> None:
         S = self.size
         if x.ndim != ndim or x.shape[-3:] != (3, S, S):
             raise ValueError(f"expected {'(N, K, 3, S, S)' if ndim == 5 else '(N, 3, S, S)'} with S={S}, got {x.shape}")
+
+
+def resize_to_model(crop: np.ndarray, size: int) -> np.ndarray:
+    """An aligned uint8 crop (S', S', 3) at the model's side ``size``: area-averaged down, bicubic up (train and mix)."""
+    import cv2
+
+    h = crop.shape[0]
+    if crop.shape[:2] == (size, size):
+        return crop
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_CUBIC)
 
 
 def to_input(crops: np.ndarray) -> np.ndarray:

@@ -76,6 +76,10 @@ class ModelConfig:
     disc_dim: int = 64  # channels after the discriminator's first conv
     disc_blocks: int = 4  # downsampling stages of the patch discriminator
     disc_max: int = 1024  # channel cap of the discriminator
+    identity_encoder: str = "funit"  # funit (pooled class code, AdaIN) | appearance (warped identity photos, g2g/appearance.py)
+    app_dim: int = 32  # appearance: channels at full resolution (doubled per scale)
+    app_max: int = 192  # appearance: channel cap
+    app_res: int = 2  # appearance: residual blocks at 1/8 resolution
 
     @property
     def content_channels(self) -> int:
@@ -94,6 +98,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=64, content_dim=16, content_downs=3, content_res=1, max_dim=128, class_dim=16,
         class_downs=3, class_code=32, mlp_dim=64, mlp_blocks=2, dec_res=1, disc_dim=16, disc_blocks=3, disc_max=128,
     ),
+    # the appearance encoder at CPU size (64 px crops)
+    "appearance": dict(image_size=64, identity_encoder="appearance", app_dim=24, app_max=160, app_res=2,
+                       disc_dim=32, disc_max=256, disc_blocks=3),
+    "appearance-tiny": dict(image_size=32, identity_encoder="appearance", app_dim=8, app_max=32, app_res=1,
+                            disc_dim=8, disc_max=32, disc_blocks=2),
     # a middle size that 2 CPU cores train in about an hour
     "small": dict(
         content_dim=32, content_res=2, max_dim=256, class_dim=32, class_code=64, mlp_dim=128,

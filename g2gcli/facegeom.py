@@ -65,6 +65,8 @@ def face_mask(lm: np.ndarray, size: int, scale: float = MASK_SCALE, soft: float 
         # hull's outside is exactly 0 (paste-back changes nothing beyond it)
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         mask = cv2.GaussianBlur(mask, (k, k), sigma)
+    mask[mask > 0.999] = 1.0  # exactly 1 inside: the masked rest holds nothing of the face interior
+    mask[mask < 0.001] = 0.0  # exactly 0 outside: nothing beyond the mask is changed
     return np.clip(mask, 0.0, 1.0)
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from g2g import __version__
-from g2g.bundle import BundleError
+from g2g.bundle import BundleError, resize_to_model
 from g2g.config import MixConfig, PrepareConfig
 from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
@@ -283,14 +283,12 @@ class _Aligner:
         src.photo = rgb if keep_photo else None
 
     def _take_aligned(self, src: Source, rgb: np.ndarray) -> None:
-        import cv2
 
         h, w = rgb.shape[:2]
         if abs(h - w) > 1:
             src.reason, src.message = "not-aligned", f"{w}x{h} is not square: --aligned expects aligned crops (g2g prepare output)"
             return
-        interp = cv2.INTER_AREA if h > self.size else cv2.INTER_CUBIC
-        src.crop = rgb if (h, w) == (self.size, self.size) else cv2.resize(rgb, (self.size, self.size), interpolation=interp)
+        src.crop = resize_to_model(rgb, self.size)
 
 
 def unique_stems(rels: list[str]) -> dict[str, str]:

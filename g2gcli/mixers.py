@@ -198,7 +198,7 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
         from g2g.bundle import open_bundle
 
         bundle = open_bundle(model_dir, device=device, batch_size=batch_size)
-        if bundle.meta.get("identity_encoder", "funit") == "appearance":
+        if bundle.model.identity_encoder == "appearance":
             from g2g.appearance import AppearanceMixer
 
             return AppearanceMixer(bundle)

@@ -61,6 +61,7 @@ MANIFEST_KEYS = {
     "box": (list, type(None)),  # [x1, y1, x2, y2] in the photo, px
     "landmarks": (list, type(None)),  # 5 x [x, y] in the photo: eyes, nose, mouth corners
     "crop_landmarks": (list, type(None)),  # the same 5 points in the crop
+    "crop_landmarks68": (list, type(None)),  # 68 x [x, y] in the crop (dlib's shape predictor, g2g.landmarks)
     "score": (float, type(None)),  # MTCNN probability (best face's for a face-stage skip)
     "affine": (list, type(None)),  # 2 x 3, photo -> crop pixels; invert to paste back
     "outside": (float, type(None)),  # fraction of the crop outside the photo (mirrored fill)
@@ -350,6 +351,7 @@ def _process_one(
 
     from g2g.align import estimate_similarity, outside_fraction, transform_points, warp_face
     from g2g.detect import DetectorError
+    from g2g.landmarks import landmarks68
 
     if isinstance(loaded, SkipImage):
         return [_record(rel, cfg, status="skipped", reason=loaded.reason, message=loaded.message)]
@@ -378,7 +380,8 @@ def _process_one(
             return [_record(rel, cfg, status="skipped", reason="write-error", message=f"{type(e).__name__}: {e}", **base)]
         recs.append(_record(
             rel, cfg, status="ok", face_index=k, box=_r(face.box), landmarks=_r(face.landmarks),
-            crop_landmarks=_r(transform_points(M, face.landmarks)), score=float(face.score),
+            crop_landmarks=_r(transform_points(M, face.landmarks)),
+            crop_landmarks68=_r(landmarks68(crop, cfg.zoom)[0], 1), score=float(face.score),
             affine=np.asarray(M, dtype=np.float64).tolist(), outside=round(outside_fraction((h, w), M, cfg.size), 4),
             output=out_rel.as_posix(), **base,
         ))

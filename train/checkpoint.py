@@ -65,11 +65,11 @@ def model_config_of(state: dict[str, Any]) -> ModelConfig:
 
 def load_generator(path: Path, ema: bool = True, map_location: str = "cpu") -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
     """Rebuild the generator of a checkpoint (its EMA copy by default), in eval mode."""
-    from g2g.train.model import Generator
+    from g2g.train.trainer import build_generator
 
     state = load_checkpoint(path, map_location)
     cfg = model_config_of(state)
-    gen = Generator(cfg)
+    gen = build_generator(cfg)
     key = "generator_ema" if ema and "generator_ema" in state else "generator"
     gen.load_state_dict(state[key])
     return gen.eval(), cfg, state

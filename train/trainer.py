@@ -127,6 +127,17 @@ def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer
     raise TrainError(f"unknown optimizer {cfg.optimizer!r}; choose rmsprop or adam")
 
 
+def build_generator(model) -> nn.Module:
+    """The generator of a ModelConfig: FUNIT's (pooled class code) or the appearance encoder's."""
+    if model.identity_encoder == "appearance":
+        from g2g.train.appearance_model import AppearanceGenerator
+
+        return AppearanceGenerator(model)
+    if model.identity_encoder != "funit":
+        raise TrainError(f"unknown identity encoder {model.identity_encoder!r}; choose funit or appearance")
+    return Generator(model)
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -177,12 +188,13 @@ class CrossTrainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, ddp: bool = False):
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
-        self.gen = Generator(cfg.model).to(device)
+        self.appearance = cfg.model.identity_encoder == "appearance"
+        self.gen = build_generator(cfg.model).to(device)
         self.dis = PatchDiscriminator(cfg.model).to(device)
         self.ema = copy.deepcopy(self.gen).requires_grad_(False)
         self.opt_g = make_optimizer(self.gen.parameters(), cfg, cfg.lr_gen)
         self.opt_d = make_optimizer(self.dis.parameters(), cfg, cfg.lr_dis)
-        self.cross: nn.Module = CrossForward(self.gen, cfg.erase_landmarks)
+        self.cross: nn.Module = self.gen if self.appearance else CrossForward(self.gen, cfg.erase_landmarks)
         self.dis_step: nn.Module = self.dis
         if ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -220,6 +232,10 @@ class CrossTrainer:
 
     def generator_losses(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         cfg = self.cfg
+        if self.appearance:
+            from g2g.train.appearance_step import appearance_losses
+
+            return appearance_losses(self, batch, step)
         a_k, b_k = batch["a_k"], batch["b_k"]
         x = torch.cat([a_k[:, 0], b_k[:, 0]])  # originals [a; b] (2B,3,S,S)
         n = len(a_k)
@@ -272,7 +288,10 @@ class CrossTrainer:
         ema_update(self.ema, self.gen, ema_beta(step, cfg.ema_beta))
         t = self._lap("backward_g", t)
 
-        x = torch.cat([batch["a_k"][:, 0], batch["b_k"][:, 0]])
+        if cfg.lambda_adv == 0 and self.appearance:  # no GAN term: the discriminator would be trained for nothing
+            terms.update(d_real=torch.zeros(()), d_fake=torch.zeros(()), dis=torch.zeros(()))
+            return self._floats(terms, extra)
+        x = extra["real"] if "real" in extra else torch.cat([batch["a_k"][:, 0], batch["b_k"][:, 0]])
         with self.autocast():
             logits = self.dis_step(torch.cat([x, extra["mixed"].detach()])).float()  # (4B,1,h,w)
         l_real, l_fake = L.d_gan_loss(logits[: len(x)], logits[len(x):], cfg.gan_loss)
@@ -284,7 +303,10 @@ class CrossTrainer:
         self.scaler.update()
         self._lap("backward_d", t)
         terms.update(d_real=l_real, d_fake=l_fake, dis=l_dis)
-        vals = torch.stack([v.detach().float() for v in terms.values()]).cpu().tolist()  # one device sync
+        return self._floats(terms, extra)
+
+    def _floats(self, terms: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, float]:
+        vals = torch.stack([v.detach().float().to(self.device) for v in terms.values()]).cpu().tolist()  # one sync
         out = dict(zip(terms.keys(), vals))
         out["delta"] = float(extra["delta"])
         return out
@@ -293,6 +315,11 @@ class CrossTrainer:
     def sample(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """EMA generator on a fixed batch: originals, mixed and reconstructed, each (2B,3,S,S) on the CPU."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.appearance:
+            from g2g.train.appearance_step import appearance_sample
+
+            with self.autocast():
+                return appearance_sample(self.ema, batch)
         with self.autocast():
             out = CrossForward(self.ema, self.cfg.erase_landmarks)(batch["a_k"], batch["b_k"], batch["lm_a"], batch["lm_b"])
         x = torch.cat([batch["a_k"][:, 0], batch["b_k"][:, 0]])
@@ -348,6 +375,18 @@ def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple
     cols = [name for a, b in names for name in (f"A: {a}", f"B: {b}")]
     sheet = contact_sheet(rows, ["Original", "Mixed", "Reconstructed"], cols, cell=max(96, s["original"].shape[-1]))
     atomic_save_image(path, sheet)
+
+
+def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor]) -> None:
+    """Columns: held-out pairs. Rows: pose, identity photo, warped paste (the untrained model), mixed, and the
+    reconstruction of the identity photo from another photo of the same person."""
+    from g2g.sheets import contact_sheet
+
+    keys = ("pose", "identity", "paste", "mixed", "recon")
+    rows = [_to_uint8(s[k]) for k in keys]
+    labels = ["Pose", "Identity", "Warped paste", "Mixed", "Reconstructed"]
+    cols = [f"pair {i}" for i in range(len(rows[0]))]
+    atomic_save_image(path, contact_sheet(rows, labels, cols, cell=max(128, s["pose"].shape[-1])))
 
 
 GEN_TERMS = ("vgg", "cyc", "self", "adv", "id")  # plotted apart from the totals, whose scale would flatten them
@@ -531,8 +570,18 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         raise TrainError(f"{data}: fewer than 2 training identities after the split")
     val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
     size = cfg.model.image_size
-    val_groups = [(by_id[a][: cfg.k_shot], by_id[b][: cfg.k_shot]) for a, b in val_pairs]
-    val_batch = make_batch(data, val_groups, size)
+    appearance = cfg.model.identity_encoder == "appearance"
+    if appearance:
+        from g2g.train.appearance_data import AppearanceBatches, load_bank
+
+        cache = run / "cache" / "landmarks68.npz"
+        bank = load_bank(data, train_ids, size, cfg.model.zoom, cache)
+        val_bank = load_bank(data, val_ids if len(val_ids) >= 2 else val_ids + train_ids[:2], size, cfg.model.zoom,
+                             cache, max_per_person=4)
+        val_batch = AppearanceBatches(val_bank, 2 * VAL_PAIRS, cfg.seed, flip=False, jitter=False)[0]
+    else:
+        val_groups = [(by_id[a][: cfg.k_shot], by_id[b][: cfg.k_shot]) for a, b in val_pairs]
+        val_batch = make_batch(data, val_groups, size)
 
     trainer = CrossTrainer(cfg, device, ddp=d.world > 1)
     start = 0
@@ -558,7 +607,11 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         if state is not None:
             _truncate_metrics(metrics_path, start)
 
-    dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, cfg.flip, cfg.steps)
+    if appearance:
+        dataset = AppearanceBatches(bank, cfg.batch_size, cfg.seed, d.rank, cfg.flip, cfg.steps)
+    else:
+        dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, cfg.flip,
+                              cfg.steps)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -587,6 +640,10 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
 
     def write_samples(step: int) -> dict[str, float]:
         s = trainer.sample(val_batch)
+        if appearance:
+            write_appearance_sheet(run / "samples" / f"step_{step:08d}.png", s)
+            plot_losses(metrics_path, run / "losses.png")
+            return {"val_rec": float((s["recon"] - s["identity"]).abs().mean())}
         write_sample_sheet(run / "samples" / f"step_{step:08d}.png", s, val_pairs)
         plot_losses(metrics_path, run / "losses.png")
         n = len(val_pairs)

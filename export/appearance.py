@@ -1,0 +1,93 @@
+"""Export of the ``appearance`` generator into the same three bundle parts as FUNIT's.
+
+- ``content_encoder.onnx``: ``content`` (N, CONTENT_CHANNELS, S, S) -> ``r0..r3`` (E_A's four scales)
+- ``class_encoder.onnx``: ``images`` (N, K, 3, S, S) warped identity crops -> ``a0..a3`` (means over K)
+- ``decoder.onnx``: ``r0..r3``, ``a0..a3``, ``base`` (N, 3, S, S) -> ``image`` (before the composite)
+
+The warp, the mask and the composite are numpy (``g2g.appearance``), the same code
+training uses. Parity runs on inputs built from real faces by that code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from g2g.export.onnx_export import BOUNDS_FP16, BOUNDS_FP32, PARTS
+
+FEATURES = 4  # scales of E_A and E_B
+
+
+class _Decoder(nn.Module):
+    """The fusion decoder with flat tensor arguments (ONNX inputs are named one by one)."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, r0, r1, r2, r3, a0, a1, a2, a3, base):
+        return self.decoder([r0, r1, r2, r3], [a0, a1, a2, a3], base)
+
+
+def appearance_inputs(faces: np.ndarray, zoom: float) -> dict[str, np.ndarray]:
+    """Network inputs from check faces (n, 3, S, S) in [-1, 1]: each face's neighbour drawn into it."""
+    from g2g.appearance import pair_inputs
+    from g2g.landmarks import landmarks68
+
+    crops = np.clip(np.rint((faces.transpose(0, 2, 3, 1) + 1) * 127.5), 0, 255).astype(np.uint8)
+    if len(crops) < 2:
+        crops = np.concatenate([crops, crops[:, :, ::-1]])
+    lm = landmarks68(crops, zoom)
+    n = len(crops)
+    ins = [pair_inputs(crops[i], lm[i], crops[[(i + 1) % n, (i + 2) % n]], lm[[(i + 1) % n, (i + 2) % n]])
+           for i in range(n)]
+    return {"content": np.stack([p.content for p in ins]), "images": np.stack([p.identity for p in ins]),
+            "base": np.stack([p.base for p in ins])}
+
+
+def appearance_specs(gen: nn.Module, inputs: dict[str, np.ndarray], N: Any, K: Any) -> dict[str, tuple]:
+    """part -> (module, example args, (input names, output names), dynamic shapes), as onnx_export expects."""
+    t = {k: torch.from_numpy(v[:2]) for k, v in inputs.items()}
+    with torch.no_grad():
+        r = gen.content_encoder(t["content"])
+        a = gen.class_encoder(t["images"])
+    rn, an = [f"r{i}" for i in range(FEATURES)], [f"a{i}" for i in range(FEATURES)]
+    dec_dyn = {**{n: {0: N} for n in rn + an}, "base": {0: N}}
+    return {
+        "content_encoder": (gen.content_encoder, (t["content"],), (["content"], rn), {"x": {0: N}}),
+        "class_encoder": (gen.class_encoder, (t["images"],), (["images"], an), {"x": {0: N, 1: K}}),
+        "decoder": (_Decoder(gen.decoder), (*r, *a, t["base"]), (rn + an + ["base"], ["image"]), dec_dyn),
+    }
+
+
+def appearance_parity(gen: nn.Module, paths: dict, inputs: dict[str, np.ndarray], fp16: bool
+                      ) -> tuple[dict[str, float], dict[str, float]]:
+    """max |ORT - torch| per part and for the whole generator, and the bounds they must meet."""
+    from g2g.runtime import open_session
+
+    sess = {p: open_session(paths[p], device="cpu").session for p in PARTS}
+    t = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        r = [x.numpy() for x in gen.content_encoder(t["content"])]
+        a = [x.numpy() for x in gen.class_encoder(t["images"])]
+        ref = gen(t["content"], t["images"], t["base"]).numpy()
+    ort_r = sess["content_encoder"].run(None, {"content": inputs["content"]})
+    ort_a = sess["class_encoder"].run(None, {"images": inputs["images"]})
+    feeds = {**{f"r{i}": r[i] for i in range(FEATURES)}, **{f"a{i}": a[i] for i in range(FEATURES)},
+             "base": inputs["base"]}
+    ort_dec = sess["decoder"].run(None, feeds)[0]
+    feeds_ort = {**{f"r{i}": ort_r[i] for i in range(FEATURES)}, **{f"a{i}": ort_a[i] for i in range(FEATURES)},
+                 "base": inputs["base"]}
+    ort_mix = sess["decoder"].run(None, feeds_ort)[0]
+    pairs = {
+        "content_encoder": (np.concatenate([x.ravel() for x in ort_r]), np.concatenate([x.ravel() for x in r])),
+        "class_encoder": (np.concatenate([x.ravel() for x in ort_a]), np.concatenate([x.ravel() for x in a])),
+        "decoder": (ort_dec, ref), "mix": (ort_mix, ref),
+    }
+    base = BOUNDS_FP16 if fp16 else BOUNDS_FP32
+    diffs = {k: float(np.abs(x - y).max()) for k, (x, y) in pairs.items()}
+    bounds = {k: base[k] * max(1.0, float(np.abs(y).max())) for k, (_, y) in pairs.items()}
+    return diffs, bounds

@@ -1,0 +1,165 @@
+"""The ``appearance`` identity encoder's inputs, shared by training and ``g2g mix`` (torch-free).
+
+Why this design. A FUNIT-style pooled identity code competes with a content
+encoder that sees the whole face: the objective is met by copying the rest and
+ignoring the code (the shortcut). Here identity can only come in through E_B:
+
+- E_A reads the **masked rest**: the pose crop with its face interior (brows to
+  chin, :func:`g2g.facegeom.face_mask`) removed, the mask, and the **target
+  geometry** as six landmark sketch channels (jaw, brows, nose, eyes, outer and
+  inner lips). The mask hides expression, so the sketch carries it back.
+- The target geometry is the identity's face shape with the pose's expression
+  (:func:`g2g.facegeom.transfer_expression`): warping the identity photo onto the
+  pose person's own 68 points would carry the pose person's face shape, which is
+  part of who they are.
+- E_B reads the identity crops **warped onto that geometry** (piecewise affine)
+  and colour-matched to the pose's face, and keeps their spatial features at
+  every resolution; the decoder fuses them with E_A's.
+- The decoder draws a residual on top of the warped, colour-matched paste
+  (``base``), inside the mask; outside it, the output is the pose crop exactly.
+  An untrained decoder is the expression-transferring paste; training teaches it
+  what the paste cannot do (mouth interiors, lighting, seams, blur).
+
+In training the identity photos of a target are always other photos of the same
+person (never the target), so nothing in the input holds the target's own face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from g2g.facegeom import face_mask, match_colour, transfer_expression, warp_to
+
+SKETCH_GROUPS = (  # (point indices, closed): one channel each
+    (list(range(0, 17)), False),
+    (list(range(17, 22)) + [None] + list(range(22, 27)), False),
+    (list(range(27, 31)) + [None] + list(range(31, 36)), False),
+    (list(range(36, 42)) + [None] + list(range(42, 48)), True),
+    (list(range(48, 60)), True),
+    (list(range(60, 68)), True),
+)
+SKETCH_CHANNELS = len(SKETCH_GROUPS)
+CONTENT_CHANNELS = 3 + 1 + SKETCH_CHANNELS  # masked rest, mask, sketch
+
+
+def sketch(lm: np.ndarray, size: int) -> np.ndarray:
+    """(68, 2) landmarks -> (SKETCH_CHANNELS, S, S) float32 line drawings in [0, 1], slightly blurred."""
+    out = np.zeros((SKETCH_CHANNELS, size, size), np.float32)
+    thickness = max(1, int(round(size / 64)))
+    for c, (idx, closed) in enumerate(SKETCH_GROUPS):
+        runs, run = [], []
+        for i in idx + [None]:
+            if i is None:
+                if run:
+                    runs.append(run)
+                run = []
+            else:
+                run.append(i)
+        canvas = np.zeros((size, size), np.float32)
+        for r in runs:
+            pts = np.round(lm[r] * 16).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(canvas, [pts], closed, 1.0, thickness, lineType=cv2.LINE_AA, shift=4)
+        out[c] = cv2.GaussianBlur(canvas, (0, 0), 0.6 * size / 64)
+    return np.clip(out, 0.0, 1.0)
+
+
+@dataclass
+class PairInputs:
+    """Network inputs of one (rest, identity) pair, float32, NCHW without N, in [-1, 1] unless said."""
+
+    content: np.ndarray  # (CONTENT_CHANNELS, S, S): masked rest (3), mask (1, in [0,1]), sketch (6, in [0,1])
+    identity: np.ndarray  # (K, 3, S, S) identity crops warped onto ``geometry``, colour-matched
+    base: np.ndarray  # (3, S, S) the warped paste of identity[0] onto the rest
+    mask: np.ndarray  # (S, S) in [0, 1]: what the output may change
+    rest: np.ndarray  # (3, S, S) the unmasked rest (outside the mask the output is this)
+    geometry: np.ndarray  # (68, 2) target landmarks
+
+
+def _float(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1)) / 127.5 - 1.0
+
+
+def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(content (CONTENT_CHANNELS, S, S), mask (S, S), rest (3, S, S)) of the rest crop ``rest`` (S, S, 3) uint8.
+
+    The mask covers the rest's face and the target ``geometry``'s; ``rng`` jitters it (training).
+    E_A's input holds nothing of the rest's pixels where the mask is 1.
+    """
+    size = rest.shape[0]
+    mask = np.maximum(face_mask(rest_lm, size, rng=rng), face_mask(geometry, size, rng=rng))
+    rest_f = _float(rest)
+    m = mask[None]
+    content = np.concatenate([rest_f * (1 - m), m, sketch(geometry, size)]).astype(np.float32)
+    return content, mask, rest_f
+
+
+def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
+                rng: np.random.Generator | None = None) -> PairInputs:
+    """Inputs for the rest crop ``rest`` (S, S, 3) uint8 and identity crops ``ids`` (K, S, S, 3) uint8.
+
+    The target geometry is ``ids[0]``'s face shape with the rest's expression (mix puts
+    the identity photo closest to the pose first). ``rng`` jitters the mask (training).
+    """
+    geom = transfer_expression(ids_lm[0], rest_lm)
+    content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng)
+    hard = (mask > 0.5).astype(np.float32)
+    warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
+    m = mask[None]
+    base = rest_f * (1 - m) + _float(warped[0]) * m
+    return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask, rest_f,
+                      geom.astype(np.float32))
+
+
+def warp_map(src_lm: np.ndarray, dst_lm: np.ndarray, size: int) -> np.ndarray:
+    """(S, S, 2) float32 source coordinates (x, y) of each destination pixel of :func:`warp_to`, for grid_sample."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    coords = np.stack([xs, ys], -1)
+    return warp_to(coords, src_lm, dst_lm)  # warping the coordinate image itself gives the sampling map
+
+
+class AppearanceMixer:
+    """``g2g mix --method model`` with an ``appearance`` bundle: per pair, warp, encode and decode on ONNX Runtime."""
+
+    name = "model"
+
+    def __init__(self, bundle: Any):
+        self.bundle = bundle
+        self.align, self.sha256, self.root = bundle.align, bundle.sha256, bundle.root
+        self.providers, self.device, self.note = bundle.providers, bundle.device, bundle.note
+
+    def encode_poses(self, crops: np.ndarray):
+        from g2g.mixers import _Faces
+
+        return _Faces(self.align).encode_poses(crops)
+
+    def encode_identities(self, groups: list[np.ndarray]):
+        from g2g.mixers import _Faces
+
+        return _Faces(self.align).encode_identities(groups)
+
+    def mix(self, poses: list, idents: list) -> tuple[np.ndarray, np.ndarray]:
+        from g2g.bundle import to_image
+        from g2g.mixers import closest_photo
+
+        inputs = []
+        for pose, ident in zip(poses, idents):
+            j = closest_photo(ident, pose.lm)
+            order = [j] + [i for i in range(len(ident.crops)) if i != j]
+            inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order]))
+        by_k: dict[int, list[int]] = {}
+        for i, p in enumerate(inputs):
+            by_k.setdefault(len(p.identity), []).append(i)
+        out = np.zeros((len(inputs), 3) + inputs[0].base.shape[1:], np.float32)
+        for idx in by_k.values():
+            sel = [inputs[i] for i in idx]
+            out[idx] = self.bundle.generate(np.stack([p.content for p in sel]), np.stack([p.identity for p in sel]),
+                                            np.stack([p.base for p in sel]))
+        masks = np.stack([p.mask for p in inputs])
+        rest = np.stack([p.rest for p in inputs])
+        final = rest * (1 - masks[:, None]) + out * masks[:, None]
+        return to_image(final), masks

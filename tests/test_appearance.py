@@ -1,0 +1,248 @@
+"""The identity path that cannot be shortcut: masks, warps, expression, the appearance recipe end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ALIGNED, need_shared
+
+
+def _faces(n: int = 6, size: int = 64) -> np.ndarray:
+    """n real aligned faces of different people (CelebA's aligned set, aligned again by g2g's template)."""
+    need_shared()
+    if not ALIGNED.is_dir():
+        pytest.skip(f"{ALIGNED} not found")
+    from PIL import Image
+
+    from g2g.align import align_face
+    from g2g.config import AlignConfig
+    from g2g.detect import FaceDetector
+
+    det = FaceDetector("cpu")
+    out = []
+    for d in sorted(p for p in ALIGNED.iterdir() if p.is_dir())[: 2 * n]:
+        rgb = np.asarray(Image.open(sorted(d.glob("*.jpg"))[0]).convert("RGB"))
+        faces = det.detect_batch([rgb])[0]
+        if faces:
+            out.append(align_face(rgb, max(faces, key=lambda f: f.score).landmarks, AlignConfig(size=size))[0])
+        if len(out) == n:
+            break
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from g2g.landmarks import landmarks68
+
+    crops = _faces()
+    return crops, landmarks68(crops, 1.3)
+
+
+def test_landmarks_follow_the_face(faces):
+    crops, lm = faces
+    from g2g.config import AlignConfig
+
+    tpl = np.asarray(AlignConfig(size=64).template())
+    eyes = np.stack([lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)], 1)  # (N, 2, 2)
+    assert np.abs(eyes - tpl[None, :2]).max() < 4.0  # the 68-point eyes sit where alignment put the 5-point eyes
+    from g2g.landmarks import flip68
+
+    flipped = flip68(lm, 64)
+    assert np.allclose(flip68(flipped, 64), lm)
+    assert (flipped[:, 36, 0] > flipped[:, 45, 0]).sum() == 0  # the image-left eye stays image-left after a flip
+
+
+def test_masked_rest_holds_nothing_of_the_hard_masked_pixels(faces):
+    """With the mask on, E_A's output does not depend on pixels inside the hard mask (exactly)."""
+    import torch
+
+    from g2g.appearance import rest_inputs
+    from g2g.config import model_preset
+    from g2g.facegeom import transfer_expression
+    from g2g.train.appearance_model import RestEncoder
+
+    crops, lm = faces
+    geom = transfer_expression(lm[1], lm[0])
+    content, mask, _ = rest_inputs(crops[0], lm[0], geom)
+    changed = crops[0].copy()
+    changed[mask >= 1.0] = np.random.default_rng(0).integers(0, 256, (int((mask >= 1.0).sum()), 3))
+    content2, mask2, _ = rest_inputs(changed, lm[0], geom)
+    assert (mask >= 1.0).mean() > 0.12  # the face interior, not a sliver
+    assert np.array_equal(mask, mask2) and np.array_equal(content, content2)
+    enc = RestEncoder(model_preset("appearance-tiny", image_size=64)).eval()
+    with torch.no_grad():
+        a = enc(torch.from_numpy(content[None]))
+        b = enc(torch.from_numpy(content2[None]))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # and the pixels outside the mask do reach it
+    other = crops[0].copy()
+    other[mask == 0] = 255 - other[mask == 0]
+    assert not np.array_equal(rest_inputs(other, lm[0], geom)[0], content)
+
+
+def test_warp_moves_landmarks_onto_their_targets(faces):
+    from g2g.facegeom import warp_to
+    from g2g.landmarks import landmarks68
+
+    crops, lm = faces
+    assert np.abs(warp_to(crops[0], lm[0], lm[0]).astype(int) - crops[0]).max() <= 1  # identity warp
+    moved = warp_to(crops[1], lm[1], lm[0])
+    before = np.abs(lm[1] - lm[0]).mean()
+    after = np.abs(landmarks68(moved, 1.3)[0] - lm[0]).mean()
+    assert after < 0.6 * before  # the warped face now has (nearly) the target's landmarks
+
+
+def test_expression_measure_zero_for_identical_and_large_for_an_open_mouth(faces):
+    from g2g.eval_expression import expression_error
+    from g2g.facegeom import warp_to
+    from g2g.landmarks import interocular68, landmarks68
+
+    crops, lm = faces
+    same = expression_error(landmarks68(crops[:1], 1.3), landmarks68(crops[:1].copy(), 1.3))
+    assert np.all(same == 0)
+    opened = lm[0].copy()
+    iod = float(interocular68(lm[0]))
+    opened[[56, 57, 58, 65, 66, 67], 1] += 0.25 * iod  # lower lip and chin side of the mouth drop
+    opened[[5, 6, 7, 8, 9, 10, 11], 1] += 0.25 * iod
+    assert np.isclose(expression_error(opened, lm[0])[0], 0.25, atol=1e-6)  # the measure itself, in IOD
+    changed = warp_to(crops[0], lm[0], opened)  # the same change made to the photo, measured through dlib
+    err = expression_error(landmarks68(changed, 1.3)[0], lm[0])
+    assert err[0] > 0.02  # a warp opens the lips without a dark mouth interior: dlib sees part of it
+    assert err[0] > 2 * err[2]  # and far more than the eyes, which did not change
+
+
+def test_sampler_never_uses_the_target_as_its_identity_source(tmp_path, prepared_small):
+    from g2g.train.appearance_data import AppearanceBatches, load_bank
+
+    recs = [json.loads(line) for line in open(prepared_small / "manifest.jsonl")]
+    assert all(len(r["crop_landmarks68"]) == 68 for r in recs if r["status"] == "ok")  # prepare stores the 68 points
+    ids = sorted({r["identity"] for r in recs})
+    bank = load_bank(prepared_small, ids, 32, 1.3, tmp_path / "lm.npz")
+    assert not (tmp_path / "lm.npz").exists()  # nothing to compute: they came from the manifest
+    old = tmp_path / "old"  # a DATA folder prepared before g2g stored them: computed once, cached
+    old.mkdir()
+    for r in recs:
+        if r["status"] == "ok":
+            (old / r["output"]).parent.mkdir(parents=True, exist_ok=True)
+            (old / r["output"]).write_bytes((prepared_small / r["output"]).read_bytes())
+    (old / "manifest.jsonl").write_text("".join(json.dumps({**r, "crop_landmarks68": None}) + "\n" for r in recs))
+    bank_old = load_bank(old, ids, 32, 1.3, tmp_path / "lm.npz")
+    assert (tmp_path / "lm.npz").is_file() and np.abs(bank_old.lm - bank.lm).max() < 0.1
+    ds = AppearanceBatches(bank, 16, seed=0)
+    for step in range(20):
+        for x, y, z, _ in ds.plan(step):
+            assert x != y and bank.person[x] == bank.person[y] and bank.person[z] != bank.person[x]
+    again = AppearanceBatches(bank, 16, seed=0)  # a fresh sampler (a resumed run) draws the same step
+    assert all(a[:3] == b[:3] and np.array_equal(a[3], b[3]) for a, b in zip(ds.plan(3), again.plan(3)))
+    batch = ds[0]
+    assert batch["rec_content"].shape == (16, 10, 32, 32) and batch["cyc_map"].shape == (16, 32, 32, 2)
+
+
+def test_identity_loss_on_random_views_is_finite_with_a_gradient():
+    import torch
+
+    from g2g.train.appearance_step import random_view
+    from g2g.train.identity import load_identity_net
+    from g2g.train.losses import identity_distance
+
+    net = load_identity_net("dlib", zoom=1.3)
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    target = net(torch.rand(2, 3, 64, 64) * 2 - 1).detach()
+    loss = identity_distance(net(random_view(x, torch.Generator().manual_seed(0))), target)
+    loss.backward()
+    assert torch.isfinite(loss) and x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    a, b = random_view(x, torch.Generator().manual_seed(1)), random_view(x, torch.Generator().manual_seed(2))
+    assert (a - b).abs().mean() > 1e-3  # each call is a different view
+
+
+def test_untrained_generator_is_the_warped_paste_and_gradients_reach_every_part():
+    import torch
+
+    from g2g.config import model_preset
+    from g2g.train.appearance_model import AppearanceGenerator
+
+    g = AppearanceGenerator(model_preset("appearance-tiny"))
+    content, ident, base = torch.randn(2, 10, 32, 32), torch.randn(2, 3, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert torch.equal(g(content, ident, base), base)  # zero-initialised head: the residual starts at 0
+    with torch.no_grad():
+        g.decoder.head.weight.normal_(0, 0.01)
+    out = g(content, ident, base)
+    (out - base).square().mean().backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert g.content_encoder.stem[0].weight.grad.abs().sum() > 0 and g.class_encoder.net.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, faces):
+    from PIL import Image
+
+    from g2g.config import MixConfig
+    from g2g.mix import mix_folders
+    from g2g.mixers import faces_of
+
+    crops, _ = faces
+    for i, c in enumerate(crops[:2]):
+        Image.fromarray(c).save(tmp_path / f"pose{i}.png")
+    (tmp_path / "ids").mkdir()
+    for i, c in enumerate(crops[2:5]):
+        Image.fromarray(c).save(tmp_path / "ids" / f"id{i}.png")
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for f in tmp_path.glob("pose*.png"):
+        f.rename(poses / f.name)
+    for method in ("paste", "warp-paste"):
+        out = tmp_path / method
+        rep = mix_folders(poses, tmp_path / "ids", out, MixConfig(method=method, aligned=True, size=64, fmt="png"),
+                          progress=False)
+        assert rep.written == 6 and not rep.any_skips
+        recs = [json.loads(line) for line in open(out / "manifest.jsonl")]
+        img = {(r["pose"], r["identity"]): np.asarray(Image.open(out / r["output"])).astype(int) for r in recs}
+        pose0 = crops[0].astype(int)
+        mask = faces_of(crops[:1], 1.3)[1][0]
+        for ident in ("id0", "id1", "id2"):
+            diff = np.abs(img[("pose0.png", ident)] - pose0).sum(-1)
+            assert diff[mask == 0].max() == 0  # outside the face mask, the pose crop exactly
+            assert diff.mean() > 5  # the face changed
+        between = np.abs(img[("pose0.png", "id0")] - img[("pose0.png", "id1")]).mean()
+        assert between > 5  # another identity column, another face
+
+
+def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, one_thread):
+    """Tiny appearance run: losses finite, resume exact, export parity, mix output follows the identity."""
+    from PIL import Image
+
+    from g2g.config import MixConfig
+    from g2g.export.onnx_export import export_bundle
+    from g2g.mix import mix_folders
+    from g2g.train.trainer import build_config, train
+
+    cfg = build_config(prepared_small, preset="appearance-tiny", size=32, steps=3, batch_size=2, workers=0,
+                       log_every=1, sample_every=3, checkpoint_every=2, optimizer="adam", lr_gen=1e-3,
+                       gamma_cyc=1.0, delta_id=1.0, alpha_vgg=1.0, lambda_adv=1.0, val_fraction=0.34)
+    seen: list[dict] = []
+    r = train(prepared_small, tmp_path / "run", cfg, progress=False, on_step=lambda s, t: seen.append(t))
+    assert r.step == 3 and all(np.isfinite(list(t.values())).all() for t in seen)
+    assert {"self", "cyc", "vgg", "id", "adv", "dis"} <= set(seen[0])
+    sheet = Image.open(tmp_path / "run" / "samples" / "step_00000003.png")
+    assert sheet.size[1] >= 5 * 128  # five rows of at least 128 px cells
+    rep = export_bundle(tmp_path / "run", tmp_path / "model", check_images=prepared_small, identity=False)
+    assert all(rep.parity[k] <= rep.bounds[k] for k in rep.parity) and set(rep.parity) >= {"decoder", "mix"}
+    meta = json.loads((tmp_path / "model" / "g2g_model.json").read_text())
+    assert meta["model"]["identity_encoder"] == "appearance"
+    crops = [p for p in sorted(prepared_small.rglob("*.png"))]
+    poses, ids = tmp_path / "poses", tmp_path / "ids"
+    for folder, files in ((poses, crops[:1]), (ids, crops[-2:])):
+        folder.mkdir()
+        for f in files:
+            (folder / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    out = tmp_path / "mix"
+    rep = mix_folders(poses, ids, out, MixConfig(aligned=True, fmt="png"), model_dir=tmp_path / "model",
+                      progress=False)
+    assert rep.written == 2
+    recs = [json.loads(line) for line in open(out / "manifest.jsonl")]
+    a, b = (np.asarray(Image.open(out / r["output"])).astype(int) for r in recs)
+    assert np.abs(a - b).mean() > 1  # the identity input changes the output

@@ -1,0 +1,196 @@
+"""Training batches of the ``appearance`` recipe: all crops in memory, 68 points, pairs that never leak the target.
+
+A ``FaceBank`` holds the crops of a set of people at the model's size with their
+68-point landmarks (from the prepare manifest's ``crop_landmarks68``; computed
+once and cached in the run folder for DATA folders prepared before it existed).
+
+Each batch element of step t (a pure function of seed, rank and t, so ``--resume``
+continues exactly) draws a person P with at least two photos, a target photo x of
+P, a different photo y of P (the identity source: **never x itself**) and a person
+Q != P with a photo z. It yields three pairs:
+
+- ``rec``: rest x, identity y  -> must give back x (the supervised reconstruction);
+- ``mix``: rest z, identity x  -> P's face in z's pose and expression (δ·L_id, GAN);
+- ``cyc``: rest x, identity = the mixed image, warped from its geometry back onto
+  x's (``cyc_map``, applied in the trainer): the seed's reassembly, which must give
+  back x again (γ·L_cyc).
+
+Crops are flipped at random (landmarks follow). Torch is only used to stack.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from g2g.appearance import _float, pair_inputs, rest_inputs, warp_map
+from g2g.fsutil import atomic_write_bytes, read_jsonl
+from g2g.landmarks import flip68, landmarks68
+
+
+ID_CANDIDATES = 3  # photos of the target's person the identity source is chosen from
+
+
+def closest(lms: np.ndarray, lm: np.ndarray) -> int:
+    """Index of the landmark set in ``lms`` (N, 68, 2) closest to ``lm`` (centred, over the IOD): g2g.mixers' rule."""
+    from g2g.mixers import IdentityFaces, closest_photo
+
+    return closest_photo(IdentityFaces(np.zeros((len(lms), 1, 1, 3), np.uint8), lms), lm)
+
+
+@dataclass
+class FaceBank:
+    crops: np.ndarray  # (N, S, S, 3) uint8 at the model's size
+    lm: np.ndarray  # (N, 68, 2) float32 in those pixels
+    person: np.ndarray  # (N,) index into names
+    names: list[str]
+    rels: list[str]
+
+    def photos_of(self, p: int) -> np.ndarray:
+        return np.flatnonzero(self.person == p)
+
+
+def _cache_landmarks(data: Path, recs: list[dict], cache: Path | None, zoom: float) -> dict[str, np.ndarray]:
+    """68 points (in the crop file's pixels) of every record: from the manifest, else computed and cached."""
+    out: dict[str, np.ndarray] = {}
+    cached: dict[str, np.ndarray] = {}
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            cached = {k: z[k] for k in z.files}
+    todo = []
+    for r in recs:
+        lm = r.get("crop_landmarks68")
+        key = r["output"].replace("/", "|")
+        if isinstance(lm, list) and len(lm) == 68:
+            out[r["output"]] = np.asarray(lm, np.float32)
+        elif key in cached:
+            out[r["output"]] = cached[key]
+        else:
+            todo.append(r)
+    if todo:
+        from PIL import Image
+
+        for r in todo:
+            with Image.open(data / r["output"]) as im:
+                out[r["output"]] = landmarks68(np.asarray(im.convert("RGB")), zoom)[0]
+        if cache is not None:
+            import io
+
+            cached.update({r["output"].replace("/", "|"): out[r["output"]] for r in todo})
+            buf = io.BytesIO()
+            np.savez(buf, **cached)
+            atomic_write_bytes(cache, buf.getvalue())
+    return out
+
+
+def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: Path | None = None,
+              max_per_person: int | None = None) -> FaceBank:
+    """The crops of ``identities`` from the prepare folder ``data``, resized to ``size`` (as g2g mix resizes)."""
+    from PIL import Image
+
+    from g2g.bundle import resize_to_model
+
+    data = Path(data)
+    wanted = {name: i for i, name in enumerate(identities)}
+    recs = [r for r in read_jsonl(data / "manifest.jsonl")
+            if r.get("status") == "ok" and r.get("output") and str(r.get("identity")) in wanted
+            and (data / r["output"]).is_file()]
+    recs = sorted({r["output"]: r for r in recs}.values(), key=lambda r: r["output"])
+    if max_per_person:
+        seen: dict[str, int] = {}
+        recs = [r for r in recs if seen.setdefault(str(r["identity"]), 0) < max_per_person
+                and not seen.__setitem__(str(r["identity"]), seen[str(r["identity"])] + 1)]
+    lms = _cache_landmarks(data, recs, cache, zoom)
+    crops, lm, person = [], [], []
+    for r in recs:
+        with Image.open(data / r["output"]) as im:
+            arr = np.asarray(im.convert("RGB"))
+        s = size / arr.shape[1]
+        crops.append(resize_to_model(arr, size))
+        lm.append(lms[r["output"]] * s)
+        person.append(wanted[str(r["identity"])])
+    return FaceBank(np.stack(crops), np.stack(lm).astype(np.float32), np.asarray(person), list(identities),
+                    [r["output"] for r in recs])
+
+
+def _stack(items: list, key: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([getattr(it, key) for it in items]).astype(np.float32))
+
+
+class AppearanceBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``t`` is the whole batch of step t (see the module docstring)."""
+
+    def __init__(self, bank: FaceBank, batch_size: int, seed: int, rank: int = 0, flip: bool = True,
+                 steps: int = 1 << 40, jitter: bool = True):
+        self.bank, self.batch_size, self.seed, self.rank, self.flip, self.steps = bank, batch_size, seed, rank, flip, steps
+        self.jitter = jitter
+        self.multi = [p for p in range(len(bank.names)) if len(bank.photos_of(p)) >= 2]
+        if len(self.multi) < 2:
+            from g2g.train.data import DataError
+
+            raise DataError("the appearance recipe needs at least 2 training people with 2 or more photos each")
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _photo(self, i: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        crop, lm = self.bank.crops[i], self.bank.lm[i]
+        if flip:
+            return np.ascontiguousarray(crop[:, ::-1]), flip68(lm, crop.shape[0])
+        return crop, lm
+
+    def plan(self, step: int) -> list[tuple[int, int, int, np.ndarray]]:
+        """(x, y, z, flips) indices into the bank for each element of ``step``."""
+        rng = np.random.default_rng([self.seed, self.rank, step, 0xA99])
+        out = []
+        for _ in range(self.batch_size):
+            p = self.multi[int(rng.integers(len(self.multi)))]
+            xs = self.bank.photos_of(p)
+            x = int(rng.choice(xs))
+            # the identity source: of up to ID_CANDIDATES other photos of P, the one closest to x in landmarks,
+            # as g2g mix picks the closest of an identity's K photos for each pose
+            others = rng.permutation(xs[xs != x])[:ID_CANDIDATES]
+            y = int(others[closest(self.bank.lm[others], self.bank.lm[x])])
+            q = int(rng.integers(len(self.bank.names) - 1))
+            q = q + (q >= self.bank.person[x])  # any other person
+            z = int(rng.choice(self.bank.photos_of(q))) if len(self.bank.photos_of(q)) else int(x)
+            flips = rng.random(3) < 0.5 if self.flip else np.zeros(3, bool)
+            flips[1] = flips[0]  # x and its identity source turn the same way (y was chosen as the closest to x)
+            out.append((int(x), int(y), z, flips))
+        return out
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.rank, step, 0x3A5C])
+        r = rng if self.jitter else None
+        plan = self.plan(step)
+        recs, mixes, cyc, maps, id_target = [], [], [], [], []
+        for x, y, z, flips in plan:
+            (xc, xl), (yc, yl), (zc, zl) = self._photo(x, flips[0]), self._photo(y, flips[1]), self._photo(z, flips[2])
+            recs.append(pair_inputs(xc, xl, yc[None], yl[None], rng=r))  # x from another photo of its person
+            mix = pair_inputs(zc, zl, xc[None], xl[None], rng=r)  # x's person in z's pose
+            mixes.append(mix)
+            # reassembly: rest x (its own geometry); its identity input, the mixed image warped from the mixed
+            # geometry back onto x's, is made in the trainer (it is a network output)
+            cyc.append(rest_inputs(xc, xl, xl, rng=r))
+            maps.append(warp_map(mix.geometry, xl, xc.shape[0]))
+            id_target.append(_float(yc))
+        batch = {"x": _stack(recs, "rest"), "id_target": torch.from_numpy(np.stack(id_target))}
+        for tag, items in (("rec", recs), ("mix", mixes)):
+            for key in ("content", "identity", "base", "rest"):
+                batch[f"{tag}_{key}"] = _stack(items, key)
+            batch[f"{tag}_mask"] = _stack(items, "mask")[:, None]
+        batch["cyc_content"] = torch.from_numpy(np.stack([c for c, _, _ in cyc]))
+        batch["cyc_mask"] = torch.from_numpy(np.stack([m for _, m, _ in cyc]))[:, None]
+        batch["cyc_map"] = torch.from_numpy(np.stack(maps))  # (B, S, S, 2) source pixel (x, y) of each target pixel
+        return batch
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
