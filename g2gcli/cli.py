@@ -86,7 +86,8 @@ def train(
     steps: int = typer.Option(_T.steps, help="Total generator updates of the run (with --resume: the new total)."),
     batch_size: int = typer.Option(_T.batch_size, help="Pairs (a, b) of different people per step, per process (under torchrun: per GPU)."),
     size: Optional[int] = typer.Option(None, help="Image side the model works at, px (default: the crop size in DATA/prepare_config.json)."),
-    preset: str = typer.Option("full", help="Model size: tiny (tests, 2 CPU cores), small (CPU runs), full (FUNIT size)."),
+    preset: str = typer.Option("full", help="Model: tiny (tests, 2 CPU cores), small (CPU runs), full (FUNIT size): the seed's FUNIT generator; appearance (the default model's recipe: masked rest + identity photos warped onto the pose's expression, 64 px on a CPU), appearance-tiny (tests)."),
+    identity_encoder: Optional[str] = typer.Option(None, "--identity-encoder", help="funit (pooled class code into AdaIN, the seed's) or appearance (spatial features of identity photos warped onto the rest's geometry); default: the preset's."),
     k_shot: int = typer.Option(_T.k_shot, help="Images of one person whose class codes are averaged into the identity code (K-shot)."),
     alpha: float = typer.Option(_T.alpha_vgg, help="α: perceptual loss weight (cycle and self reconstructions vs originals)."),
     gamma: float = typer.Option(_T.gamma_cyc, help="γ: cycle-consistency L1 weight (a' vs a and b' vs b)."),
@@ -126,7 +127,7 @@ def train(
     from g2g.weights import WeightsError
 
     try:
-        cfg = build_config(data, preset, size, steps=steps, batch_size=batch_size, k_shot=k_shot, lr_gen=lr, lr_dis=lr,
+        cfg = build_config(data, preset, size, identity_encoder=identity_encoder, steps=steps, batch_size=batch_size, k_shot=k_shot, lr_gen=lr, lr_dis=lr,
                            optimizer=optimizer, alpha_vgg=alpha, gamma_cyc=gamma, lambda_adv=lambda_adv, delta_id=delta,
                            zeta_dis=zeta, self_recon=self_recon, gan_loss=gan_loss, id_schedule=id_schedule, id_start=id_start,
                            id_warmup=id_warmup, id_step_every=id_step_every, id_step_count=id_step_count,
@@ -174,8 +175,8 @@ def mix(
     ids: Path = typer.Argument(..., help="Identities: a folder of photos (each photo one identity) or of subfolders (each one identity; its photos' codes are averaged)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: mixed photos, aligned crops, manifest.jsonl, run.json. Rerun to resume."),
     model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (default: the model shipped with g2g)."),
-    method: str = typer.Option("model", help="model (the network of --model), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) or warp-paste (the same, warped onto the pose's 68 landmarks first). The two pastes need no model."),
-    size: int = typer.Option(128, help="Crop side, px, for --method paste/warp-paste (a model uses its own)."),
+    method: str = typer.Option("model", help="model (the network of --model), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) warp-paste (the same, warped onto the pose's 68 landmarks first) or expression-paste (warped onto the identity's own face shape with the pose's expression: what an untrained appearance model draws). The pastes need no model."),
+    size: int = typer.Option(128, help="Crop side, px, for the paste methods (a model uses its own)."),
     pairs: str = typer.Option("all", help="all (every pose x identity), zip (pose i with identity i mod M), by-name (pose folder or stem = identity), random, or a CSV of pose,identity rows."),
     per_pose: int = typer.Option(1, help="Identities per pose with --pairs random."),
     seed: int = typer.Option(0, help="Seed of --pairs random (each pose's draw depends only on the seed and its path)."),

@@ -57,6 +57,9 @@ class PrepareConfig:
         return AlignConfig(size=self.size, zoom=self.zoom)
 
 
+IDENTITY_ENCODERS = ("funit", "appearance")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Generator and discriminator sizes (FUNIT's layout)."""

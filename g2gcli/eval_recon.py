@@ -91,6 +91,22 @@ def _reconstruct(bundle, a_u8: np.ndarray, b_u8: np.ndarray) -> tuple[np.ndarray
     return to_image(bundle.decode(ca, za)), to_image(x_ab), to_image(cyc)
 
 
+def _reconstruct_appearance(mixer, a_u8: np.ndarray, same_u8: np.ndarray, b_u8: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same three for an appearance model, whose identity input is never the photo being rebuilt:
+    self = rest a with another photo of a's person; mix = rest a with b; cycle = rest a with the mix of
+    a's face into b's pose (the reassembly)."""
+    pa, pb = mixer.encode_poses(a_u8), mixer.encode_poses(b_u8)
+    same = mixer.encode_identities([x[None] for x in same_u8])
+    ib = mixer.encode_identities([x[None] for x in b_u8])
+    ia = mixer.encode_identities([x[None] for x in a_u8])
+    self_u8, _ = mixer.mix(pa, same)
+    mix_u8, _ = mixer.mix(pa, ib)
+    x_ba, _ = mixer.mix(pb, ia)
+    cyc, _ = mixer.mix(pa, mixer.encode_identities([x[None] for x in x_ba]))
+    return self_u8, mix_u8, cyc
+
+
 def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalConfig, report: EvalReport,
                   out_dir: Path) -> dict[str, Any]:
     """PSNR/SSIM/LPIPS of self and cycle reconstructions of held-out crops; timings, files and notes go to ``report``."""
@@ -100,6 +116,11 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
         bundle = open_bundle(model_dir, cfg.device)
     except Exception as e:
         raise EvalError(f"cannot open the model bundle {model_dir}: {e}") from None
+    appearance = bundle.model.identity_encoder == "appearance"
+    if appearance:
+        from g2g.appearance import AppearanceMixer
+
+        mixer = AppearanceMixer(bundle)
     recs, held_note = _held_out(data, cfg.split)
     size = _check_geometry(facts, recs[0])
     rng = np.random.default_rng(cfg.seed)
@@ -118,6 +139,14 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
     ids = np.array(names)
     cycle_ok = len(set(names)) >= 2
     partner = np.array([rng.choice(np.flatnonzero(ids != ids[i])) if cycle_ok else i for i in range(n)])
+    # another photo of the same person: the identity input of an appearance model's self reconstruction
+    sibling = np.array([rng.choice(np.flatnonzero((ids == ids[i]) & (np.arange(n) != i)))
+                        if ((ids == ids[i]).sum() > 1) else i for i in range(n)])
+    if appearance:
+        keep = sibling != np.arange(n)
+        if not keep.all():
+            report.notes.append(f"recon: {int((~keep).sum())} held-out crops without a second photo of their person "
+                                "left out (an appearance model never rebuilds a photo from itself)")
     lpips_fn, lpips_note = _lpips(cfg.device)
     per: list[dict[str, Any]] = []
     sheet_rows = []
@@ -127,7 +156,15 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
         idx = np.arange(s, min(n, s + cfg.batch_size))
         a_u8 = np.stack([imgs[i] for i in idx])
         b_u8 = np.stack([imgs[j] for j in partner[idx]])
-        self_u8, mix_u8, cyc_u8 = _reconstruct(bundle, a_u8, b_u8)
+        if appearance:
+            idx = idx[keep[idx]]
+            if not len(idx):
+                continue
+            a_u8, b_u8 = np.stack([imgs[i] for i in idx]), np.stack([imgs[j] for j in partner[idx]])
+            self_u8, mix_u8, cyc_u8 = _reconstruct_appearance(mixer, a_u8, np.stack([imgs[j] for j in sibling[idx]]),
+                                                              b_u8)
+        else:
+            self_u8, mix_u8, cyc_u8 = _reconstruct(bundle, a_u8, b_u8)
         t2 = time.perf_counter()
         got = {"self": self_u8, "cycle": cyc_u8, "floor": b_u8}
         lp = {kind: lpips_fn(img, a_u8) for kind, img in got.items()} if lpips_fn is not None else {}
@@ -149,7 +186,7 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
         recon_sheet(out_dir / "recon_examples.png", sheet_rows, size)
         report.files["recon_examples"] = str(out_dir / "recon_examples.png")
     res: dict[str, Any] = {
-        "model_dir": str(model_dir), "held_out": held_note, "n_images": n, "lpips": lpips_note,
+        "model_dir": str(model_dir), "held_out": held_note, "n_images": len(per), "lpips": lpips_note,
         "psnr_capped": sum(r.get(f"{k}_psnr") == M.PSNR_CAP_DB for r in per for k in ("self", "cycle")),
     }
     for kind in KINDS:

@@ -588,7 +588,7 @@ def write_grid(out: Path, pairs: list[tuple[str, str]], limit: int, size: int) -
             else:
                 row.append(None)
         rows.append(row)
-    sheet = contact_sheet(rows, ["identity"] + pose_rows, ["pose"] + id_cols, cell=max(64, min(size, 128)))
+    sheet = contact_sheet(rows, ["identity"] + pose_rows, ["pose"] + id_cols, cell=128)  # small models upscaled
     path = safe_join(out, GRID_FILE)
     atomic_save_image(path, sheet)
     return path

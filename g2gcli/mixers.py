@@ -15,6 +15,9 @@ a photo is what the method drew.
   Identity right, expression the identity photo's.
 - ``warp-paste``: the same, the identity photo first warped onto the pose's 68
   points (piecewise affine). Expression closer to the pose's, identity weaker.
+- ``expression-paste``: the identity photo warped onto its *own* face shape with
+  the pose's expression (:func:`g2g.facegeom.transfer_expression`), then pasted:
+  what an untrained appearance model draws, so the baseline its training must beat.
 
 These two are the frontier a learned model must beat (``g2g eval`` reports
 them), and fast fallbacks for users. Of an identity's K photos, the paste methods
@@ -31,7 +34,7 @@ import numpy as np
 
 from g2g.config import AlignConfig
 
-METHODS = ("model", "paste", "warp-paste")
+METHODS = ("model", "paste", "warp-paste", "expression-paste")
 
 
 @dataclass
@@ -113,9 +116,9 @@ class _Faces:
 
 @dataclass
 class PasteMixer(_Faces):
-    """``paste`` / ``warp-paste``: the non-learned frontier."""
+    """``paste`` / ``warp-paste`` / ``expression-paste``: the non-learned frontier."""
 
-    warp: bool = False
+    method: str = "paste"  # paste | warp-paste | expression-paste
     name: str = "paste"
     providers: list[str] = field(default_factory=list)
     device: str = "cpu"
@@ -123,7 +126,7 @@ class PasteMixer(_Faces):
     root: Path | None = None
 
     def __post_init__(self) -> None:
-        self.name = "warp-paste" if self.warp else "paste"
+        self.name = self.method
 
     @property
     def sha256(self) -> str:
@@ -137,8 +140,16 @@ class PasteMixer(_Faces):
         crops, masks = [], []
         for pose, ident in zip(poses, idents):
             j = closest_photo(ident, pose.lm)
+            if self.name == "expression-paste":
+                from g2g.appearance import pair_inputs
+                from g2g.bundle import to_image
+
+                p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1])
+                crops.append(to_image(p.base[None])[0])
+                masks.append(p.mask)
+                continue
             face, lm = ident.crops[j], ident.lm[j]
-            if self.warp:
+            if self.name == "warp-paste":
                 face = warp_to(face, lm, pose.lm)
                 face_area = pose.mask
             else:
@@ -204,4 +215,4 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
             return AppearanceMixer(bundle)
         return CodeMixer(bundle)
     align = AlignConfig(size=size or 128, zoom=zoom or 1.3)
-    return PasteMixer(align, warp=method == "warp-paste")
+    return PasteMixer(align, method=method)

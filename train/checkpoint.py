@@ -65,7 +65,7 @@ def model_config_of(state: dict[str, Any]) -> ModelConfig:
 
 def load_generator(path: Path, ema: bool = True, map_location: str = "cpu") -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
     """Rebuild the generator of a checkpoint (its EMA copy by default), in eval mode."""
-    from g2g.train.trainer import build_generator
+    from g2g.train.step import build_generator
 
     state = load_checkpoint(path, map_location)
     cfg = model_config_of(state)

@@ -1,0 +1,104 @@
+"""What a run folder shows besides checkpoints: sample sheets, the loss plot, metrics and last.pt upkeep."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from g2g.fsutil import atomic_save_image, atomic_write_bytes, atomic_write_text, read_jsonl
+
+
+def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
+    """(N,3,S,S) in [-1,1] -> list of (S,S,3) uint8 (the same conversion mix uses)."""
+    from g2g.bundle import to_image
+
+    return list(to_image(x.detach().float().cpu().numpy()))
+
+
+def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple[str, str]]) -> None:
+    """Rows Original / Mixed / Reconstructed; columns a_i, b_i of each validation pair.
+
+    Mixed under a_i is mixed_ab (b_i's identity in a_i's pose), under b_i mixed_ba;
+    Reconstructed under a_i is a'_i (the cycle back), under b_i b'_i.
+    """
+    from g2g.sheets import contact_sheet
+
+    n = len(names)
+    order = [i for p in range(n) for i in (p, n + p)]  # a_0, b_0, a_1, b_1, ...
+    rows = [[_to_uint8(s[k])[i] for i in order] for k in ("original", "mixed", "recon")]
+    cols = [name for a, b in names for name in (f"A: {a}", f"B: {b}")]
+    sheet = contact_sheet(rows, ["Original", "Mixed", "Reconstructed"], cols, cell=max(96, s["original"].shape[-1]))
+    atomic_save_image(path, sheet)
+
+
+def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor]) -> None:
+    """Columns: held-out pairs. Rows: pose, identity photo, warped paste (the untrained model), mixed, and the
+    reconstruction of the identity photo from another photo of the same person."""
+    from g2g.sheets import contact_sheet
+
+    keys = ("pose", "identity", "paste", "mixed", "recon")
+    rows = [_to_uint8(s[k]) for k in keys]
+    labels = ["Pose", "Identity", "Warped paste", "Mixed", "Reconstructed"]
+    cols = [f"pair {i}" for i in range(len(rows[0]))]
+    atomic_save_image(path, contact_sheet(rows, labels, cols, cell=max(128, s["pose"].shape[-1])))
+
+
+GEN_TERMS = ("vgg", "cyc", "self", "adv", "id")  # plotted apart from the totals, whose scale would flatten them
+TOTALS = ("gen", "dis", "d_real", "d_fake")
+
+
+def plot_losses(metrics: Path, out: Path) -> None:
+    """"overall losses" from metrics.jsonl: one curve per term (left: generator terms, right: totals and D)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = list(read_jsonl(metrics))
+    if not recs:
+        return
+    steps = [r["step"] for r in recs]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, "weighted totals, discriminator")):
+        for k in keys:
+            ys = [r.get(k, float("nan")) for r in recs]
+            if any(np.isfinite(y) for y in ys):
+                ax.plot(steps, ys, label=k, linewidth=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    vs = [(r["step"], r["val_cyc"]) for r in recs if "val_cyc" in r]
+    if vs:
+        axes[0].plot(*zip(*vs), "k--", marker="o", markersize=3, label="val cyc (EMA G)")
+    for ax in axes:
+        ax.legend(ncol=2, fontsize=8)
+    fig.suptitle("overall losses")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after ``step`` (written after the checkpoint a resume starts from)."""
+    if path.exists():
+        keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+
+def _link_last(src: Path, last: Path) -> None:
+    """Point checkpoints/last.pt at ``src`` atomically (a hard link: no second copy on disk)."""
+    tmp = last.with_name(f".{last.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, last)
