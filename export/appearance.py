@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from g2g.export.onnx_export import BOUNDS_FP16, BOUNDS_FP32, PARTS
+from g2g.export.onnx_export import PARTS, diffs_and_bounds
 
 FEATURES = 4  # scales of E_A and E_B
 
@@ -87,7 +87,4 @@ def appearance_parity(gen: nn.Module, paths: dict, inputs: dict[str, np.ndarray]
         "class_encoder": (np.concatenate([x.ravel() for x in ort_a]), np.concatenate([x.ravel() for x in a])),
         "decoder": (ort_dec, ref), "mix": (ort_mix, ref),
     }
-    base = BOUNDS_FP16 if fp16 else BOUNDS_FP32
-    diffs = {k: float(np.abs(x - y).max()) for k, (x, y) in pairs.items()}
-    bounds = {k: base[k] * max(1.0, float(np.abs(y).max())) for k, (_, y) in pairs.items()}
-    return diffs, bounds
+    return diffs_and_bounds(pairs, fp16)

@@ -210,6 +210,12 @@ def _parity(gen, paths: dict[str, Path], faces: np.ndarray, fp16: bool) -> tuple
         "content_encoder": (ort_content, ref_content), "class_encoder": (ort_code_nk, ref_code_nk),
         "decoder": (ort_dec, ref_dec), "mix": (ort_mix, ref_dec),
     }
+    return diffs_and_bounds(pairs, fp16)
+
+
+def diffs_and_bounds(pairs: dict[str, tuple[np.ndarray, np.ndarray]], fp16: bool
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """max |onnx - torch| per part of (onnx, torch) pairs, and each bound scaled by the reference's magnitude."""
     base = BOUNDS_FP16 if fp16 else BOUNDS_FP32
     diffs = {k: float(np.abs(a - b).max()) for k, (a, b) in pairs.items()}
     bounds = {k: base[k] * max(1.0, float(np.abs(b).max())) for k, (a, b) in pairs.items()}

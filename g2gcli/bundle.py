@@ -109,12 +109,7 @@ class Bundle:
         return self.model.image_size
 
     def _run(self, part: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        info = self.sessions[part]
-        self.calls[part] += 1
-        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
-        if self.io_binding:
-            return run_bound(info, feeds)[0]
-        return info.session.run(None, feeds)[0]
+        return self._run_all(part, feeds)[0]
 
     def _batched(self, part: str, feeds: dict[str, np.ndarray], step: int) -> np.ndarray:
         n = len(next(iter(feeds.values())))

@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -109,6 +109,20 @@ def read_crop(path: Path, size: int | None = None) -> np.ndarray | None:
     if size is not None and a.shape[:2] != (size, size):
         return None
     return a
+
+
+def map_crops(fn: Callable[[np.ndarray], np.ndarray], root: Path, rels: Sequence[str], size: int | None,
+              batch: int) -> dict[str, np.ndarray]:
+    """``fn`` (uint8 crops (B, S, S, 3) -> (B, ...)) over the crops at ``root/rel``, in batches; unreadable ones are
+    left out."""
+    out: dict[str, np.ndarray] = {}
+    rels = list(dict.fromkeys(rels))
+    for i in range(0, len(rels), batch):
+        chunk = [(r, read_crop(root / r, size)) for r in rels[i : i + batch]]
+        chunk = [(r, a) for r, a in chunk if a is not None]
+        if chunk:
+            out.update({r: e for (r, _), e in zip(chunk, fn(np.stack([a for _, a in chunk])))})
+    return out
 
 
 def model_facts(model_dir: Path | None) -> dict[str, Any] | None:

@@ -18,14 +18,13 @@ identity photo's expression.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from g2g import metrics as M
 from g2g.config import EvalConfig
-from g2g.eval_data import MixRun, mixed_crop, read_crop
+from g2g.eval_data import MixRun, map_crops, mixed_crop
 from g2g.landmarks import EYE_L, EYE_R, INNER_LIPS, interocular68, landmarks68
 
 DESCRIPTORS = ("mouth_opening", "mouth_width", "eye_opening", "brow_height")
@@ -54,24 +53,12 @@ def expression_error(lm_a: np.ndarray, lm_b: np.ndarray) -> np.ndarray:
     return np.abs(expression_descriptors(lm_a) - expression_descriptors(lm_b))
 
 
-def _landmarks(root: Path, rels: list[str], size: int, zoom: float, batch: int) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    rels = list(dict.fromkeys(rels))
-    for i in range(0, len(rels), batch):
-        chunk = [(r, read_crop(root / r, size)) for r in rels[i : i + batch]]
-        chunk = [(r, c) for r, c in chunk if c is not None]
-        if chunk:
-            for (r, _), lm in zip(chunk, landmarks68(np.stack([c for _, c in chunk]), zoom)):
-                out[r] = lm
-    return out
-
-
 def expression_metrics(run: MixRun, cfg: EvalConfig, rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Expression error of every output vs its pose crop, and of the identity's first photo vs the same pose."""
     size, zoom = run.align.size, run.align.zoom
     id_first = {name: crops[0] for name, crops in run.gallery.items() if crops}
     rels = [r["pose_crop"] for r in run.ok] + [mixed_crop(r) for r in run.ok] + list(id_first.values())
-    lm = _landmarks(run.out, [r for r in rels if r], size, zoom, cfg.batch_size)
+    lm = map_crops(lambda crops: landmarks68(crops, zoom), run.out, [r for r in rels if r], size, cfg.batch_size)
     ev = [r for r in run.ok if r["pose_crop"] in lm and mixed_crop(r) in lm]
     if not ev:
         return {"n_measured": 0, "descriptors": list(DESCRIPTORS), "error": M.stats([]),

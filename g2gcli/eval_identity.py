@@ -18,7 +18,7 @@ import numpy as np
 
 from g2g import metrics as M
 from g2g.config import AlignConfig, EvalConfig
-from g2g.eval_data import MixRun, mixed_crop, read_crop
+from g2g.eval_data import MixRun, map_crops, mixed_crop
 from g2g.eval_report import EvalError
 
 IDENTITY_NETS = ("dlib", "facenet-vggface2", "facenet-casia-webface")
@@ -87,16 +87,7 @@ def open_identity_net(name: str, align: AlignConfig, device: str, batch_size: in
 
 def embed_paths(net, root: Path, rels: Sequence[str], size: int, batch: int) -> dict[str, np.ndarray]:
     """Embeddings of the crops at ``root/rel`` (unreadable crops are left out), read in batches."""
-    out: dict[str, np.ndarray] = {}
-    rels = list(dict.fromkeys(rels))
-    for i in range(0, len(rels), batch):
-        chunk = [(r, read_crop(root / r, size)) for r in rels[i : i + batch]]
-        chunk = [(r, a) for r, a in chunk if a is not None]
-        if not chunk:
-            continue
-        emb = net.embed(np.stack([a for _, a in chunk]))  # (B, D)
-        out.update({r: e for (r, _), e in zip(chunk, emb)})
-    return out
+    return map_crops(net.embed, root, rels, size, batch)
 
 
 # --- distances ----------------------------------------------------------------------------------------------------

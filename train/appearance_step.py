@@ -99,11 +99,7 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
         terms["vgg"] = p.view(k, n).mean(1).sum()
         total = total + cfg.alpha_vgg * terms["vgg"]
     if cfg.lambda_adv > 0:
-        trainer.dis.requires_grad_(False)
-        with trainer.autocast():
-            logits = trainer.dis(mix)
-        trainer.dis.requires_grad_(True)
-        terms["adv"] = L.g_gan_loss(logits.float(), cfg.gan_loss)
+        terms["adv"] = trainer.adversarial(mix)
         total = total + cfg.lambda_adv * terms["adv"]
     delta = L.id_weight(step, cfg)
     if trainer.identity is not None:

@@ -219,11 +219,7 @@ class CrossTrainer:
             terms["vgg"] = p.view(4, n).mean(dim=1).sum()
             total = total + cfg.alpha_vgg * terms["vgg"]
         if cfg.lambda_adv > 0:
-            self.dis.requires_grad_(False)  # D is a fixed critic here; its own step follows
-            with self.autocast():
-                logits = self.dis(mixed)
-            self.dis.requires_grad_(True)
-            terms["adv"] = L.g_gan_loss(logits.float(), cfg.gan_loss)
+            terms["adv"] = self.adversarial(mixed)
             total = total + cfg.lambda_adv * terms["adv"]
         delta = L.id_weight(step, cfg)
         if self.identity is not None:
@@ -237,6 +233,14 @@ class CrossTrainer:
                 total = total + delta * terms["id"]
         terms["gen"] = total
         return total, terms, {"mixed": mixed, "delta": delta}
+
+    def adversarial(self, fakes: torch.Tensor) -> torch.Tensor:
+        """The generator's GAN term on ``fakes``, D a fixed critic (its own step follows)."""
+        self.dis.requires_grad_(False)
+        with self.autocast():
+            logits = self.dis(fakes)
+        self.dis.requires_grad_(True)
+        return L.g_gan_loss(logits.float(), self.cfg.gan_loss)
 
     def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         """One G and one D update on ``batch``; returns every loss term as a float, δ included."""
