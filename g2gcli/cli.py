@@ -235,8 +235,9 @@ def eval_(
     max_pairs: int = typer.Option(2000, help="Same- and different-person reference samples (each), drawn with --seed."),
     max_images: int = typer.Option(256, help="recon: held-out crops used, drawn with --seed."),
     seed: int = typer.Option(0, help="Seed of every sampling step."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also run paste and warp-paste (no model) on the run's own pairs and report their numbers next to the model's."),
 ) -> None:
-    """Identity similarity, retrieval and pose preservation of a mix run; reconstruction quality of a model."""
+    """Identity similarity, retrieval, pose leak, expression and pose preservation of a mix run; reconstruction quality of a model."""
     import json as _json
 
     from g2g.config import EvalConfig
@@ -244,7 +245,7 @@ def eval_(
 
     cfg = EvalConfig(eval_net=eval_net, device=device, batch_size=batch_size, max_pairs=max_pairs, max_images=max_images,
                      json=None if json_path in (None, Path("-")) else str(json_path), split=str(split) if split else None,
-                     out_dir=str(out_dir) if out_dir else None, seed=seed)
+                     out_dir=str(out_dir) if out_dir else None, seed=seed, baselines=baselines)
     try:
         report = evaluate(target, metric, cfg, data=data)
     except (EvalError, ValueError, FileNotFoundError) as e:

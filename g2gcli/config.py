@@ -198,6 +198,7 @@ class EvalConfig:
     max_images: int = 256  # held-out crops for recon, sampled with seed
     split: str | None = None  # RUN dir or its split.json: recon uses the "val" identities
     examples: int = 4  # worst and best outputs shown in the example sheet
+    baselines: bool = False  # also mix and score paste / warp-paste on the run's pairs (g2g/eval_baselines.py)
     seed: int = 0
 
 

@@ -132,6 +132,10 @@ def _table_rows(r: EvalReport) -> list[tuple[str, str, str, str]]:
         rows += _expression(r.results["expression"])
     if r.results.get("recon"):
         rows += _recon(r.results["recon"])
+    for method, b in (r.results.get("baselines") or {}).items():
+        rows.append((f"baseline {method}", "top-1 cross / pose leak / expression",
+                     f"{_pct(b['top1_cross'] if b['top1_cross'] is not None else b['top1'])} / {_pct(b['pose_leak'])} / "
+                     f"{_f(b['expression_error'])}", "the same pairs, no model"))
     nets = ", ".join(f"{n['name']}" + (" (trained against)" if n["trained_against"] else "") for n in r.networks)
     if nets:
         rows.append(("network", "identity", nets, "distance to the identity's mean embedding"))

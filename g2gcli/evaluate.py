@@ -14,6 +14,8 @@ Metrics (one module each; the method is spelled out there)
 - ``expression`` (g2g.eval_expression): mouth opening and width, eye opening
   and brow height from dlib's 68 points, output vs pose crop, over the IOD;
   baseline: the identity's photo vs the pose crop (what copy-paste keeps).
+- ``--baselines`` (g2g.eval_baselines): paste and warp-paste on the run's own
+  pairs, scored the same way, next to the model's numbers.
 - ``recon`` (g2g.eval_recon): PSNR, SSIM and LPIPS of self and cycle
   reconstructions of held-out crops, on ONNX Runtime; a vs b is the floor.
 
@@ -149,6 +151,19 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         report.files["per_image_csv"] = str(out_dir / "per_image.csv")
 
 
+def _baselines(run: MixRun, nets: list[str], cfg: EvalConfig, report: EvalReport, out_dir: Path) -> None:
+    """paste and warp-paste on the run's own pairs, with the run's mix metrics (g2g.eval_baselines)."""
+    from g2g.eval_baselines import baseline_runs, headline
+
+    t1 = time.perf_counter()
+    for method, folder in baseline_runs(run, out_dir).items():
+        sub = EvalReport(target=str(folder), metrics=[m for m in report.metrics if m in MIX_METRICS],
+                         out_dir=str(folder / "eval"), device=cfg.device)
+        _mix(load_mix(folder), nets, None, None, cfg, sub, folder / "eval")
+        report.results.setdefault("baselines", {})[method] = headline(sub.results)
+    report.timings["baselines"] = time.perf_counter() - t1
+
+
 def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path | None = None) -> EvalReport:
     """Evaluate a mix output folder (id-sim, id-retrieval, pose) and/or a model bundle on DATA (recon).
 
@@ -175,6 +190,8 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
                             "identity scores and no faces in the outputs")
     if run is not None:
         _mix(run, nets, facts, model_dir, cfg, report, out_dir)
+        if cfg.baselines:
+            _baselines(run, nets, cfg, report, out_dir)
     if "recon" in chosen:
         if model_dir is None or facts is None:
             raise EvalError(f"no model to reconstruct with: {target} names no readable exported model")

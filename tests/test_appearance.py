@@ -208,6 +208,15 @@ def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, fa
             assert diff.mean() > 5  # the face changed
         between = np.abs(img[("pose0.png", "id0")] - img[("pose0.png", "id1")]).mean()
         assert between > 5  # another identity column, another face
+    from g2g.config import EvalConfig
+    from g2g.evaluate import evaluate
+
+    rep = evaluate(tmp_path / "warp-paste", ["id-retrieval", "expression"], EvalConfig(baselines=True, max_pairs=50))
+    base = rep.results["baselines"]
+    assert set(base) == {"paste", "warp-paste"} and base["paste"]["expression_error"] is not None
+    # the warp-paste baseline on the run's own pairs is the run itself: the same numbers
+    assert np.isclose(base["warp-paste"]["expression_error"], rep.results["expression"]["error"]["mean"], atol=1e-6)
+    assert base["paste"]["expression_error"] > rep.results["expression"]["error"]["mean"]  # paste keeps the id's
 
 
 def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, one_thread):
@@ -245,3 +254,23 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
     recs = [json.loads(line) for line in open(out / "manifest.jsonl")]
     a, b = (np.asarray(Image.open(out / r["output"])).astype(int) for r in recs)
     assert np.abs(a - b).mean() > 1  # the identity input changes the output
+
+
+def test_shipped_model_is_an_appearance_bundle_that_follows_the_identity(faces):
+    from g2g.bundle import open_bundle
+    from g2g.mixers import open_mixer
+
+    bundle = open_bundle(None)  # verifies every file's sha256
+    assert bundle.model.identity_encoder == "appearance" and bundle.meta["step"] > 0
+    mixer = open_mixer("model", None)
+    crops, _ = faces
+    size = mixer.align.size
+    import cv2
+
+    crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    poses = mixer.encode_poses(crops[:1])
+    idents = mixer.encode_identities([crops[1:2], crops[2:3]])
+    out, masks = mixer.mix(poses * 2, idents)
+    inside = masks[0] > 0.5
+    assert np.abs(out[0].astype(int) - out[1].astype(int))[inside].mean() > 5  # another identity, another face
+    assert np.array_equal(out[0][masks[0] == 0], crops[0][masks[0] == 0])  # nothing outside the mask changes
