@@ -129,6 +129,19 @@ def _export_part(module, args: tuple, names: tuple[list[str], list[str]], dyn: d
     return model
 
 
+def _feed_outputs_as_fp16(model) -> None:
+    """After fp16 conversion with float32 I/O, nodes that read a graph output (an encoder's feature maps are both
+    outputs and inputs of the next layer) must read the fp16 tensor before its Cast to float32, not the output."""
+    outputs = {o.name for o in model.graph.output}
+    before_cast = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast" and n.output[0] in outputs}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in before_cast:
+            continue
+        for i, name in enumerate(node.input):
+            if name in before_cast:
+                node.input[i] = before_cast[name]
+
+
 def _set_metadata(model, meta: dict[str, Any], part: str) -> None:
     """Put the bundle facts (``meta`` without "files") in the model's metadata_props."""
     keep = {p.key: p.value for p in model.metadata_props if p.key not in ("g2g", "g2g_part")}
@@ -313,6 +326,7 @@ def export_bundle(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "number truncated to 1e-07" for tiny weights
                     model = convert_float_to_float16(model, keep_io_types=True)  # I/O stay float32
+                _feed_outputs_as_fp16(model)
             models[part] = model
         if identity:
             models["identity"] = _identity_model(staging, mcfg, inlined)

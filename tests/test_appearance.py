@@ -241,6 +241,10 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
     assert all(rep.parity[k] <= rep.bounds[k] for k in rep.parity) and set(rep.parity) >= {"decoder", "mix"}
     meta = json.loads((tmp_path / "model" / "g2g_model.json").read_text())
     assert meta["model"]["identity_encoder"] == "appearance"
+    rep16 = export_bundle(tmp_path / "run", tmp_path / "model16", fp16=True, check_images=prepared_small, identity=False)
+    assert all(rep16.parity[k] <= rep16.bounds[k] for k in rep16.parity)  # fp16 weights, float32 inputs and outputs
+    assert sum(rep16.sizes[f] for f in rep16.sizes if f.endswith(".onnx")) < 0.7 * sum(
+        rep.sizes[f] for f in rep.sizes if f.endswith(".onnx"))
     crops = [p for p in sorted(prepared_small.rglob("*.png"))]
     poses, ids = tmp_path / "poses", tmp_path / "ids"
     for folder, files in ((poses, crops[:1]), (ids, crops[-2:])):
