@@ -1,9 +1,11 @@
-"""``g2g mix POSES IDS -o OUT``: every planned (pose, identity) pair through the exported model.
+"""``g2g mix POSES IDS -o OUT``: every planned (pose, identity) pair through a mixer (g2g.mixers).
 
-Cost. Each identity is encoded once (E_B over its K photos, K-shot mean) and
-each pose once (E_A), whatever N x M is; only the decoder runs per pair, in
-batches of ``batch_size``. Identity codes stay in memory (M x code floats);
-content maps are kept for one chunk of poses at a time, so memory does not
+Cost. Each identity is aligned and encoded once and each pose once, whatever
+N x M is (a funit model: E_B's K-shot code and E_A's content map; the appearance
+model and the pastes: 68 landmarks and the face mask); per pair runs only what
+depends on both (the funit decoder; the appearance model's warp, E_B and decoder;
+a paste), in batches of ``batch_size``. Identity encodings stay in memory;
+pose encodings are kept for one chunk of poses at a time, so memory does not
 grow with N.
 
 Pipeline. While the session encodes and decodes one chunk of poses, a
@@ -17,7 +19,8 @@ exists, so a killed run loses only the pairs in flight. Skipped pairs are
 retried on a rerun (a fixed photo is picked up); ``g2g eval`` reads the last
 line per pair.
 
-Layout of OUT: see notes/interfaces.md ("Mix output").
+Layout of OUT: the outputs (pasted photos, or crops with --aligned/--crop-only), ``aligned/poses``,
+``aligned/ids`` and ``aligned/mixed`` (the crops), ``manifest.jsonl``, ``run.json`` and ``grid.jpg``.
 """
 
 from __future__ import annotations

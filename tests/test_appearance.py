@@ -245,6 +245,10 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
     assert all(rep16.parity[k] <= rep16.bounds[k] for k in rep16.parity)  # fp16 weights, float32 inputs and outputs
     assert sum(rep16.sizes[f] for f in rep16.sizes if f.endswith(".onnx")) < 0.7 * sum(
         rep.sizes[f] for f in rep.sizes if f.endswith(".onnx"))
+    from g2g.train.init_weights import load_init_weights
+
+    init = load_init_weights(tmp_path / "model16")  # --init-from an appearance bundle maps its weights back
+    assert init.model.identity_encoder == "appearance" and init.step == 3
     crops = [p for p in sorted(prepared_small.rglob("*.png"))]
     poses, ids = tmp_path / "poses", tmp_path / "ids"
     for folder, files in ((poses, crops[:1]), (ids, crops[-2:])):

@@ -27,7 +27,8 @@ from g2g.bundle import PARTS
 from g2g.config import ModelConfig
 from g2g.export.onnx_export import BOUNDS_FP16
 
-ONNX_PREFIXES = ("", "encoder.")  # class_encoder.onnx wraps the encoder as ``encoder``
+ONNX_PREFIXES = ("", "encoder.", "decoder.")  # funit's class_encoder.onnx wraps the encoder as ``encoder``,
+# the appearance decoder.onnx its decoder as ``decoder`` (export/appearance.py)
 PARITY = BOUNDS_FP16["mix"]  # the export's own bound for a whole mix of an fp16 bundle (outputs in [-1, 1])
 
 
@@ -37,7 +38,7 @@ class InitError(ValueError):
 
 @dataclass(frozen=True)
 class InitWeights:
-    state: dict[str, torch.Tensor]  # Generator.state_dict()
+    state: dict[str, torch.Tensor]  # the generator's state_dict() (funit or appearance)
     model: ModelConfig
     source: str  # what the weights came from, for config.json
     step: int | None  # training steps behind them, where recorded
@@ -48,13 +49,13 @@ def _from_bundle(folder: Path) -> InitWeights:
     from onnx import numpy_helper
 
     from g2g.bundle import BundleError, open_bundle
-    from g2g.train.model import Generator
+    from g2g.train.step import build_generator
 
     try:
         bundle = open_bundle(folder, device="cpu")  # checks SHA256SUMS and the metadata
     except BundleError as e:
         raise InitError(str(e)) from None
-    gen = Generator(bundle.model).eval()
+    gen = build_generator(bundle.model).eval()
     state: dict[str, torch.Tensor] = {}
     for part in PARTS:
         inits = {i.name: i for i in onnx.load(str(folder / f"{part}.onnx")).graph.initializer}
@@ -79,6 +80,19 @@ def _check_against_bundle(gen: torch.nn.Module, bundle) -> None:
     rng = np.random.default_rng(0)
     s = bundle.model.image_size
     x = rng.uniform(-1, 1, (2, 3, s, s)).astype(np.float32)
+    if bundle.model.identity_encoder == "appearance":
+        from g2g.appearance import CONTENT_CHANNELS
+
+        content = rng.uniform(-1, 1, (2, CONTENT_CHANNELS, s, s)).astype(np.float32)
+        ids = rng.uniform(-1, 1, (2, 2, 3, s, s)).astype(np.float32)
+        with torch.no_grad():
+            ref = gen(*(torch.from_numpy(a) for a in (content, ids, x))).numpy()
+        got = bundle.generate(content, ids, x)
+        err = float(np.abs(got - ref).max())
+        if not err <= PARITY * max(1.0, float(np.abs(ref).max())):
+            raise InitError(f"{bundle.root}: weights read back from the ONNX files do not reproduce the bundle "
+                            f"(max |difference| {err:.3g})")
+        return
     with torch.no_grad():
         ref = gen.decoder(gen.content_encoder(torch.from_numpy(x)), gen.class_encoder(torch.from_numpy(x[::-1].copy()))).numpy()
     got = bundle.decode(bundle.encode_content(x), bundle.encode_class(x[::-1, None].copy()))
