@@ -174,8 +174,8 @@ def mix(
     poses: Path = typer.Argument(..., help="Folder of photos (recursive) that give pose, expression, background and lighting."),
     ids: Path = typer.Argument(..., help="Identities: a folder of photos (each photo one identity) or of subfolders (each one identity; its photos' codes are averaged)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: mixed photos, aligned crops, manifest.jsonl, run.json. Rerun to resume."),
-    model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (default: the model shipped with g2g)."),
-    method: str = typer.Option("model", help="model (the network of --model), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) warp-paste (the same, warped onto the pose's 68 landmarks first) or expression-paste (warped onto the identity's own face shape with the pose's expression: what an untrained appearance model draws). The pastes need no model."),
+    model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (with --method model and no --model: the model shipped with g2g)."),
+    method: str = typer.Option("auto", help="auto (the model of --model when given, else expression-paste: the best held-out numbers, see the model card), model (the network of --model, or the shipped one), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) warp-paste (the same, warped onto the pose's 68 landmarks first) or expression-paste (warped onto the identity's own face shape with the pose's expression: what an untrained appearance model draws). The pastes need no model."),
     size: int = typer.Option(128, help="Crop side, px, for the paste methods (a model uses its own)."),
     pairs: str = typer.Option("all", help="all (every pose x identity), zip (pose i with identity i mod M), by-name (pose folder or stem = identity), random, or a CSV of pose,identity rows."),
     per_pose: int = typer.Option(1, help="Identities per pose with --pairs random."),
@@ -265,11 +265,16 @@ def eval_(
 def demo(
     out: Path = typer.Option(Path("g2g-demo"), "-o", "--out", help="Folder for the example photos and results."),
     device: str = typer.Option("auto", help="auto (CUDA when usable), cpu, cuda, cuda:N."),
+    method: str = typer.Option("auto", help="As g2g mix --method: auto (the default method), model (the shipped model), paste, warp-paste, expression-paste."),
 ) -> None:
-    """The main job on bundled public-domain example photos (from scikit-image and matplotlib) with the default model."""
+    """The main job on bundled public-domain example photos (from scikit-image and matplotlib) with the default method."""
     from g2g.demo import run_demo
+    from g2g.mix import MixError
 
-    result = run_demo(out, device=device)
+    try:
+        result = run_demo(out, device=device, method=method)
+    except (MixError, ValueError) as e:
+        raise G2GError(str(e)) from None
     if hasattr(result.report, "table"):
         console.print(result.report.table())
     for note in result.notes:

@@ -163,7 +163,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
-    method: str = "model"  # model (the bundle) | paste | warp-paste (non-learned baselines, g2g/mixers.py)
+    method: str = "auto"  # auto (the model if given, else mixers.DEFAULT_METHOD) | model | paste | warp-paste | expression-paste
     size: int = 128  # aligned crop side for paste | warp-paste (a model uses its own)
     pairs: str = "all"  # all | zip | by-name | random | path to a pairs CSV
     per_pose: int = 1  # identities per pose for --pairs random

@@ -24,7 +24,7 @@ class DemoResult:
     report: object | None = None  # MixReport or PrepareReport
 
 
-def run_demo(out: Path, device: str = "auto", progress: bool = True) -> DemoResult:
+def run_demo(out: Path, device: str = "auto", progress: bool = True, method: str = "auto") -> DemoResult:
     """Write the example photos under ``out`` and mix every identity into every pose.
 
     Without a shipped default model, it aligns the examples with ``g2g prepare``
@@ -32,13 +32,15 @@ def run_demo(out: Path, device: str = "auto", progress: bool = True) -> DemoResu
     """
     out = Path(out)
     poses, ids = write_examples(out)
-    try:
-        default_model_dir()
-    except BundleError as e:
-        return _prepare_only(out, poses, device, progress, note=str(e))
+    if method == "model":
+        try:
+            default_model_dir()
+        except BundleError as e:
+            return _prepare_only(out, poses, device, progress, note=str(e))
     from g2g.mix import mix_folders
 
-    report = mix_folders(poses, ids, out / "mixed", MixConfig(grid=True, device=device), progress=progress)
+    report = mix_folders(poses, ids, out / "mixed", MixConfig(grid=True, device=device, method=method),
+                         progress=progress)
     notes = list(report.notes) + column_check(out / "mixed")
     return DemoResult(out=out, grid=report.grid, mixed=True, report=report, notes=notes)
 

@@ -129,8 +129,9 @@ class MixReport:
 
 def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
     """Hash of the settings that change an output's pixels (not pairing, sharding, batching or device)."""
-    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels", "method")
-    rec = {k: getattr(cfg, k) for k in keys} | {"size": mixer.align.size, "zoom": mixer.align.zoom}
+    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels")
+    rec = {k: getattr(cfg, k) for k in keys} | {"size": mixer.align.size, "zoom": mixer.align.zoom,
+                                                 "method": mixer.name}
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
 
 

@@ -64,7 +64,9 @@ def contact_sheet(
         raise ValueError("contact_sheet needs at least one cell")
     font_px = max(10, cell // 9)
     font = _font(font_px)
-    left = (min(3 * cell, 8 * font_px) if row_labels else 0)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = max((measure.textlength(str(t), font=font) for t in row_labels or []), default=0)
+    left = int(min(3 * cell, max(8 * font_px, widest + 10))) if row_labels else 0  # labels whole up to 3 cells
     top = (font_px + 6) if col_labels else 0
     width = left + n_cols * (cell + PAD) + PAD
     height = top + n_rows * (cell + PAD) + PAD

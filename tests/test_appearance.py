@@ -282,3 +282,19 @@ def test_shipped_model_is_an_appearance_bundle_that_follows_the_identity(faces):
     inside = masks[0] > 0.5
     assert np.abs(out[0].astype(int) - out[1].astype(int))[inside].mean() > 5  # another identity, another face
     assert np.array_equal(out[0][masks[0] == 0], crops[0][masks[0] == 0])  # nothing outside the mask changes
+
+
+@pytest.mark.parametrize("method", ["auto", "model"])
+def test_demo_faces_change_with_the_identity_column(tmp_path, method):
+    import re
+
+    from PIL import Image
+
+    from g2g.demo import run_demo
+
+    res = run_demo(tmp_path / "demo", progress=False, method=method)
+    assert res.mixed and res.grid is not None and res.grid.is_file()
+    changes = [float(m.group(1)) for n in res.notes if (m := re.search(r"([\d.]+)/255 mean change", n))]
+    assert len(changes) == 4 and min(changes) > 5  # every pose row: another identity, another face
+    with Image.open(res.grid) as im:
+        assert im.size[0] >= 3 * 128  # cells of at least 128 px

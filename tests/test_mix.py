@@ -396,7 +396,7 @@ def test_cli(tmp_path, model_dir, crops):
 
     with pytest.MonkeyPatch.context() as mp:  # as on an install without the shipped model
         mp.setattr(g2g.bundle, "DEFAULT_MODEL_DIR", tmp_path / "no-model")
-        res = runner.invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "o2")])
+        res = runner.invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "o2"), "--method", "model"])
     assert isinstance(res.exception, G2GError) and "no default model ships yet" in str(res.exception)
 
 
