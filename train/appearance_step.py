@@ -90,13 +90,7 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
         total = total + cfg.gamma_cyc * terms["cyc"]
         pairs.append(cyc)
     if trainer.perceptual is not None:
-        with trainer.autocast():
-            with torch.no_grad():
-                fx = trainer.perceptual.features(x)
-            fo = trainer.perceptual.features(torch.cat(pairs))
-            k = len(pairs)
-            p = trainer.perceptual.distance(fo, [torch.cat([f] * k) for f in fx]).float()
-        terms["vgg"] = p.view(k, n).mean(1).sum()
+        terms["vgg"] = trainer.perceptual_sum(torch.cat(pairs), x, n)
         total = total + cfg.alpha_vgg * terms["vgg"]
     if cfg.lambda_adv > 0:
         terms["adv"] = trainer.adversarial(mix)

@@ -211,12 +211,7 @@ class CrossTrainer:
         }
         total = cfg.gamma_cyc * terms["cyc"] + cfg.self_recon * terms["self"]
         if self.perceptual is not None:
-            with self.autocast():
-                with torch.no_grad():
-                    fx = self.perceptual.features(x)  # originals: once, no graph
-                fr = self.perceptual.features(torch.cat([recon, self_rec]))  # (4B,...) [a'; b'; ŝ_a; ŝ_b]
-                p = self.perceptual.distance(fr, [torch.cat([f, f]) for f in fx]).float()  # (4B,)
-            terms["vgg"] = p.view(4, n).mean(dim=1).sum()
+            terms["vgg"] = self.perceptual_sum(torch.cat([recon, self_rec]), x, n)  # [a'; b'; ŝ_a; ŝ_b] vs [a; b]
             total = total + cfg.alpha_vgg * terms["vgg"]
         if cfg.lambda_adv > 0:
             terms["adv"] = self.adversarial(mixed)
@@ -233,6 +228,17 @@ class CrossTrainer:
                 total = total + delta * terms["id"]
         terms["gen"] = total
         return total, terms, {"mixed": mixed, "delta": delta}
+
+    def perceptual_sum(self, outs: torch.Tensor, x: torch.Tensor, group: int) -> torch.Tensor:
+        """Perceptual distance of ``outs`` (k·len(x) images) to ``x`` repeated k times: the sum over groups of
+        ``group`` consecutive images of each group's batch mean. The originals' features are computed once, no graph."""
+        k = len(outs) // len(x)
+        with self.autocast():
+            with torch.no_grad():
+                fx = self.perceptual.features(x)
+            fo = self.perceptual.features(outs)
+            p = self.perceptual.distance(fo, [torch.cat([f] * k) for f in fx]).float()  # (k·len(x),)
+        return p.view(-1, group).mean(dim=1).sum()
 
     def adversarial(self, fakes: torch.Tensor) -> torch.Tensor:
         """The generator's GAN term on ``fakes``, D a fixed critic (its own step follows)."""
