@@ -33,14 +33,16 @@ import cv2
 import numpy as np
 
 from g2g.facegeom import face_mask, match_colour, transfer_expression, warp_to
+from g2g.landmarks import closest_shape
+from g2g.mixers import IdentityFaces, PoseFace, _Faces
 
-SKETCH_GROUPS = (  # (point indices, closed): one channel each
-    (list(range(0, 17)), False),
-    (list(range(17, 22)) + [None] + list(range(22, 27)), False),
-    (list(range(27, 31)) + [None] + list(range(31, 36)), False),
-    (list(range(36, 42)) + [None] + list(range(42, 48)), True),
-    (list(range(48, 60)), True),
-    (list(range(60, 68)), True),
+SKETCH_GROUPS = (  # (polylines of point indices, closed): one channel each
+    ((range(0, 17),), False),  # jaw
+    ((range(17, 22), range(22, 27)), False),  # brows
+    ((range(27, 31), range(31, 36)), False),  # nose bridge, nostrils
+    ((range(36, 42), range(42, 48)), True),  # eyes
+    ((range(48, 60),), True),  # outer lips
+    ((range(60, 68),), True),  # inner lips
 )
 SKETCH_CHANNELS = len(SKETCH_GROUPS)
 CONTENT_CHANNELS = 3 + 1 + SKETCH_CHANNELS  # masked rest, mask, sketch
@@ -50,18 +52,10 @@ def sketch(lm: np.ndarray, size: int) -> np.ndarray:
     """(68, 2) landmarks -> (SKETCH_CHANNELS, S, S) float32 line drawings in [0, 1], slightly blurred."""
     out = np.zeros((SKETCH_CHANNELS, size, size), np.float32)
     thickness = max(1, int(round(size / 64)))
-    for c, (idx, closed) in enumerate(SKETCH_GROUPS):
-        runs, run = [], []
-        for i in idx + [None]:
-            if i is None:
-                if run:
-                    runs.append(run)
-                run = []
-            else:
-                run.append(i)
+    for c, (lines, closed) in enumerate(SKETCH_GROUPS):
         canvas = np.zeros((size, size), np.float32)
-        for r in runs:
-            pts = np.round(lm[r] * 16).astype(np.int32).reshape(-1, 1, 2)
+        for idx in lines:
+            pts = np.round(lm[list(idx)] * 16).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(canvas, [pts], closed, 1.0, thickness, lineType=cv2.LINE_AA, shift=4)
         out[c] = cv2.GaussianBlur(canvas, (0, 0), 0.6 * size / 64)
     return np.clip(out, 0.0, 1.0)
@@ -84,14 +78,18 @@ def _float(x: np.ndarray) -> np.ndarray:
 
 
 def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
-                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(content (CONTENT_CHANNELS, S, S), mask (S, S), rest (3, S, S)) of the rest crop ``rest`` (S, S, 3) uint8.
 
     The mask covers the rest's face and the target ``geometry``'s; ``rng`` jitters it (training).
+    ``rest_mask``: the rest's own face mask where the caller has it already (mix; not with ``rng``).
     E_A's input holds nothing of the rest's pixels where the mask is 1.
     """
     size = rest.shape[0]
-    mask = np.maximum(face_mask(rest_lm, size, rng=rng), face_mask(geometry, size, rng=rng))
+    if rest_mask is None or rng is not None:
+        rest_mask = face_mask(rest_lm, size, rng=rng)
+    mask = np.maximum(rest_mask, face_mask(geometry, size, rng=rng))
     rest_f = _float(rest)
     m = mask[None]
     content = np.concatenate([rest_f * (1 - m), m, sketch(geometry, size)]).astype(np.float32)
@@ -99,14 +97,15 @@ def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
 
 
 def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
-                rng: np.random.Generator | None = None) -> PairInputs:
+                rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None) -> PairInputs:
     """Inputs for the rest crop ``rest`` (S, S, 3) uint8 and identity crops ``ids`` (K, S, S, 3) uint8.
 
     The target geometry is ``ids[0]``'s face shape with the rest's expression (mix puts
-    the identity photo closest to the pose first). ``rng`` jitters the mask (training).
+    the identity photo closest to the pose first). ``rng`` jitters the mask (training);
+    ``rest_mask`` as in :func:`rest_inputs`.
     """
     geom = transfer_expression(ids_lm[0], rest_lm)
-    content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng)
+    content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng, rest_mask)
     hard = (mask > 0.5).astype(np.float32)
     warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
     m = mask[None]
@@ -122,35 +121,26 @@ def warp_map(src_lm: np.ndarray, dst_lm: np.ndarray, size: int) -> np.ndarray:
     return warp_to(coords, src_lm, dst_lm)  # warping the coordinate image itself gives the sampling map
 
 
-class AppearanceMixer:
-    """``g2g mix --method model`` with an ``appearance`` bundle: per pair, warp, encode and decode on ONNX Runtime."""
+class AppearanceMixer(_Faces):
+    """``g2g mix --method model`` with an ``appearance`` bundle: per pair, warp, encode and decode on ONNX Runtime.
+
+    Poses and identities are encoded as for the pastes (landmarks and masks, :class:`g2g.mixers._Faces`)."""
 
     name = "model"
 
     def __init__(self, bundle: Any):
-        self.bundle = bundle
-        self.align, self.sha256, self.root = bundle.align, bundle.sha256, bundle.root
+        super().__init__(bundle.align)
+        self.bundle, self.sha256, self.root = bundle, bundle.sha256, bundle.root
         self.providers, self.device, self.note = bundle.providers, bundle.device, bundle.note
 
-    def encode_poses(self, crops: np.ndarray):
-        from g2g.mixers import _Faces
-
-        return _Faces(self.align).encode_poses(crops)
-
-    def encode_identities(self, groups: list[np.ndarray]):
-        from g2g.mixers import _Faces
-
-        return _Faces(self.align).encode_identities(groups)
-
-    def mix(self, poses: list, idents: list) -> tuple[np.ndarray, np.ndarray]:
+    def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
         from g2g.bundle import to_image
-        from g2g.mixers import closest_photo
 
         inputs = []
         for pose, ident in zip(poses, idents):
-            j = closest_photo(ident, pose.lm)
+            j = closest_shape(ident.lm, pose.lm)
             order = [j] + [i for i in range(len(ident.crops)) if i != j]
-            inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order]))
+            inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order], rest_mask=pose.mask))
         by_k: dict[int, list[int]] = {}
         for i, p in enumerate(inputs):
             by_k.setdefault(len(p.identity), []).append(i)

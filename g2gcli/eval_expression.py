@@ -25,7 +25,7 @@ import numpy as np
 from g2g import metrics as M
 from g2g.config import EvalConfig
 from g2g.eval_data import MixRun, map_crops, mixed_crop
-from g2g.landmarks import EYE_L, EYE_R, INNER_LIPS, interocular68, landmarks68
+from g2g.landmarks import EYES_AND_BROWS, interocular68, landmarks68, mouth_opening
 
 DESCRIPTORS = ("mouth_opening", "mouth_width", "eye_opening", "brow_height")
 
@@ -34,16 +34,14 @@ def expression_descriptors(lm: np.ndarray) -> np.ndarray:
     """(..., 68, 2) landmarks -> (..., 4) descriptors over the inter-ocular distance, in DESCRIPTORS order."""
     lm = np.asarray(lm, np.float64)
     iod = np.maximum(interocular68(lm), 1e-6)
-    inner = lm[..., INNER_LIPS, :]
-    mouth_open = np.mean(inner[..., [5, 6, 7], 1] - inner[..., [3, 2, 1], 1], axis=-1)
+    mouth_open = mouth_opening(lm)
     mouth_width = np.linalg.norm(lm[..., 54, :] - lm[..., 48, :], axis=-1)
-    eyes = []
-    for eye in (EYE_L, EYE_R):
+    eyes, brows = [], []
+    for eye, brow in EYES_AND_BROWS:
         e = lm[..., eye, :]
         eyes.append((np.linalg.norm(e[..., 1, :] - e[..., 5, :], axis=-1)
                      + np.linalg.norm(e[..., 2, :] - e[..., 4, :], axis=-1)) / 2)
-    brows = [lm[..., eye, 1].mean(-1) - lm[..., brow, 1].mean(-1)
-             for eye, brow in ((EYE_L, slice(17, 22)), (EYE_R, slice(22, 27)))]
+        brows.append(e[..., 1].mean(-1) - lm[..., brow, 1].mean(-1))
     d = np.stack([mouth_open, mouth_width, (eyes[0] + eyes[1]) / 2, (brows[0] + brows[1]) / 2], axis=-1)
     return d / iod[..., None]
 

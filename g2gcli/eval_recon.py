@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from g2g import metrics as M
-from g2g.bundle import to_image, to_input
+from g2g.bundle import resize_to_model, to_image, to_input
 from g2g.config import EvalConfig
 from g2g.eval_data import read_crop
 from g2g.eval_plots import recon_sheet, write_csv
@@ -129,9 +128,8 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
     imgs, names, rels = [], [], []
     for r in recs:
         a = read_crop(Path(data) / r["output"])
-        if a is not None and a.shape[:2] != (size, size):
-            a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA if a.shape[0] > size else cv2.INTER_CUBIC)
         if a is not None:
+            a = resize_to_model(a, size)
             imgs.append(a), names.append(r["identity"]), rels.append(r["output"])
     if not imgs:
         raise EvalError(f"no readable {size} px crops among the held-out images of {data}")
@@ -154,13 +152,13 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
     for s in range(0, n, cfg.batch_size):
         t1 = time.perf_counter()
         idx = np.arange(s, min(n, s + cfg.batch_size))
-        a_u8 = np.stack([imgs[i] for i in idx])
-        b_u8 = np.stack([imgs[j] for j in partner[idx]])
         if appearance:
             idx = idx[keep[idx]]
             if not len(idx):
                 continue
-            a_u8, b_u8 = np.stack([imgs[i] for i in idx]), np.stack([imgs[j] for j in partner[idx]])
+        a_u8 = np.stack([imgs[i] for i in idx])
+        b_u8 = np.stack([imgs[j] for j in partner[idx]])
+        if appearance:
             self_u8, mix_u8, cyc_u8 = _reconstruct_appearance(mixer, a_u8, np.stack([imgs[j] for j in sibling[idx]]),
                                                               b_u8)
         else:

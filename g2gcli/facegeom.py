@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from g2g.landmarks import BROWS, EYE_L, EYE_R, INNER_LIPS, JAW, MOUTH, interocular68
+from g2g.landmarks import BROWS, EYES_AND_BROWS, JAW, MOUTH, interocular68, mouth_opening
 
 MASK_SCALE = 1.2  # 1.2x the brows-to-chin hull: dlib still finds the pose person in 12.5% of masked held-out
 # rests (nearest of 40, chance 2.5%), against 37.5% at 1.0x and 92.5% unmasked (README, "What it does")
@@ -113,21 +113,15 @@ def transfer_expression(id_lm: np.ndarray, pose_lm: np.ndarray, jaw_follow: floa
     pose = np.asarray(pose_lm, np.float64)
     mc_id, mc_pose = out[MOUTH].mean(0), pose[MOUTH].mean(0)
     out[MOUTH] = pose[MOUTH] - mc_pose + mc_id
-    for eye, brow in ((EYE_L, slice(17, 22)), (EYE_R, slice(22, 27))):
+    for eye, brow in EYES_AND_BROWS:
         ec_id, ec_pose = out[eye].mean(0), pose[eye].mean(0)
         out[eye, 1] = ec_id[1] + (pose[eye, 1] - ec_pose[1])  # the pose's lid heights around the identity's eye
         lift = (pose[brow, 1].mean() - ec_pose[1]) - (out[brow, 1].mean() - ec_id[1])
         out[brow, 1] += lift
-    opening = mouth_opening_px(pose) - mouth_opening_px(np.asarray(id_lm, np.float64))
+    opening = float(mouth_opening(pose) - mouth_opening(id_lm))
     w = np.exp(-0.5 * ((np.arange(17) - 8) / 3.0) ** 2)  # most at the chin (point 8), little at the ears
     out[JAW, 1] += jaw_follow * opening * w
     return out
-
-
-def mouth_opening_px(lm: np.ndarray) -> float:
-    """Inner-lip gap (mean of the three vertical pairs 61-67, 62-66, 63-65), px."""
-    inner = lm[INNER_LIPS]
-    return float(np.mean(inner[[5, 6, 7], 1] - inner[[3, 2, 1], 1]))
 
 
 def match_colour(src: np.ndarray, src_mask: np.ndarray, ref: np.ndarray, ref_mask: np.ndarray,

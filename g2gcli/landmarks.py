@@ -20,7 +20,9 @@ import numpy as np
 from g2g.weights import locate
 
 JAW, BROWS, NOSE = slice(0, 17), slice(17, 27), slice(27, 36)
+BROW_L, BROW_R = slice(17, 22), slice(22, 27)
 EYE_L, EYE_R, MOUTH, INNER_LIPS = slice(36, 42), slice(42, 48), slice(48, 68), slice(60, 68)
+EYES_AND_BROWS = ((EYE_L, BROW_L), (EYE_R, BROW_R))  # each eye with the brow above it
 # dlib's frontal detector box in a crop at zoom 1.3, as fractions of the crop side (mean of 195 CelebA crops)
 BOX_AT_ZOOM_1_3 = (0.119, 0.107, 0.835, 0.822)
 # A horizontal flip maps point i to FLIP_68[i] (the iBUG mirror order)
@@ -71,3 +73,18 @@ def flip68(lm: np.ndarray, size: int) -> np.ndarray:
 def interocular68(lm: np.ndarray) -> np.ndarray:
     """Distance between the eye centres (...,) of 68-point landmarks (..., 68, 2)."""
     return np.linalg.norm(lm[..., EYE_R, :].mean(-2) - lm[..., EYE_L, :].mean(-2), axis=-1)
+
+
+def mouth_opening(lm: np.ndarray) -> np.ndarray:
+    """Inner-lip gap (...,) in px: the mean of the three vertical pairs 61-67, 62-66, 63-65."""
+    inner = np.asarray(lm, np.float64)[..., INNER_LIPS, :]
+    return np.mean(inner[..., [5, 6, 7], 1] - inner[..., [3, 2, 1], 1], axis=-1)
+
+
+def closest_shape(lms: np.ndarray, lm: np.ndarray) -> int:
+    """Index of the landmark set in ``lms`` (N, 68, 2) closest to ``lm`` (68, 2), each centred and over its IOD:
+    the identity photo whose pose and expression best match a pose (g2g mix and the training sampler)."""
+    def norm(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean(-2, keepdims=True)) / interocular68(x)[..., None, None]
+
+    return int(np.argmin(np.abs(norm(lms) - norm(lm)[None]).mean(axis=(1, 2))))

@@ -40,9 +40,9 @@ import numpy as np
 from g2g import __version__
 from g2g.bundle import BundleError, resize_to_model
 from g2g.config import MixConfig, PrepareConfig
-from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
 from g2g.images import SkipImage, load_rgb, scan_folder
+from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
 from g2g.progress import BatchProgress
 from g2g.runtime import DeviceError
@@ -287,7 +287,6 @@ class _Aligner:
         src.photo = rgb if keep_photo else None
 
     def _take_aligned(self, src: Source, rgb: np.ndarray) -> None:
-
         h, w = rgb.shape[:2]
         if abs(h - w) > 1:
             src.reason, src.message = "not-aligned", f"{w}x{h} is not square: --aligned expects aligned crops (g2g prepare output)"

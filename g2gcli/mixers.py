@@ -57,6 +57,7 @@ class IdentityFaces:
 
     crops: np.ndarray  # (K, S, S, 3) uint8
     lm: np.ndarray  # (K, 68, 2)
+    masks: np.ndarray | None = None  # (K, S, S) face masks (None where a method needs none)
     extra: Any = None  # a method's own per-identity encoding (K-shot code, ...)
 
 
@@ -76,16 +77,6 @@ class Mixer(Protocol):
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray | None]:
         """Mixed crops (B, S, S, 3) uint8 and the masks (B, S, S) of what changed (None: the whole crop)."""
         ...
-
-
-def closest_photo(ident: IdentityFaces, pose_lm: np.ndarray) -> int:
-    """Index of the identity photo whose landmarks (centred, over the inter-ocular distance) best match the pose's."""
-    from g2g.landmarks import interocular68
-
-    def norm(lm: np.ndarray) -> np.ndarray:
-        return (lm - lm.mean(-2, keepdims=True)) / interocular68(lm)[..., None, None]
-
-    return int(np.argmin(np.abs(norm(ident.lm) - norm(pose_lm)[None]).mean(axis=(1, 2))))
 
 
 def faces_of(crops: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +101,10 @@ class _Faces:
     def encode_identities(self, groups: list[np.ndarray]) -> list[IdentityFaces]:
         if not groups:
             return []
-        lm, _ = faces_of(np.concatenate(groups), self.align.zoom)
+        lm, masks = faces_of(np.concatenate(groups), self.align.zoom)
         out, i = [], 0
         for g in groups:
-            out.append(IdentityFaces(g, lm[i : i + len(g)]))
+            out.append(IdentityFaces(g, lm[i : i + len(g)], masks[i : i + len(g)]))
             i += len(g)
         return out
 
@@ -139,25 +130,26 @@ class PasteMixer(_Faces):
         return hashlib.sha256(f"g2g-method/{self.name}/1".encode()).hexdigest()
 
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
-        from g2g.facegeom import blend, face_mask, match_colour, warp_to
+        from g2g.facegeom import blend, match_colour, warp_to
+        from g2g.landmarks import closest_shape
 
         crops, masks = [], []
         for pose, ident in zip(poses, idents):
-            j = closest_photo(ident, pose.lm)
+            j = closest_shape(ident.lm, pose.lm)
             if self.name == "expression-paste":
                 from g2g.appearance import pair_inputs
                 from g2g.bundle import to_image
 
-                p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1])
+                p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1], rest_mask=pose.mask)
                 crops.append(to_image(p.base[None])[0])
                 masks.append(p.mask)
                 continue
-            face, lm = ident.crops[j], ident.lm[j]
+            face = ident.crops[j]
             if self.name == "warp-paste":
-                face = warp_to(face, lm, pose.lm)
+                face = warp_to(face, ident.lm[j], pose.lm)
                 face_area = pose.mask
             else:
-                face_area = face_mask(lm, face.shape[0])
+                face_area = ident.masks[j]  # type: ignore[index]
             face = match_colour(face, face_area, pose.crop, pose.mask)
             crops.append(blend(face, pose.crop, pose.mask))
             masks.append(pose.mask)

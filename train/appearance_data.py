@@ -20,7 +20,6 @@ Crops are flipped at random (landmarks follow). Torch is only used to stack.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,17 +28,9 @@ import torch
 
 from g2g.appearance import _float, pair_inputs, rest_inputs, warp_map
 from g2g.fsutil import atomic_write_bytes, read_jsonl
-from g2g.landmarks import flip68, landmarks68
-
+from g2g.landmarks import closest_shape, flip68, landmarks68
 
 ID_CANDIDATES = 3  # photos of the target's person the identity source is chosen from
-
-
-def closest(lms: np.ndarray, lm: np.ndarray) -> int:
-    """Index of the landmark set in ``lms`` (N, 68, 2) closest to ``lm`` (centred, over the IOD): g2g.mixers' rule."""
-    from g2g.mixers import IdentityFaces, closest_photo
-
-    return closest_photo(IdentityFaces(np.zeros((len(lms), 1, 1, 3), np.uint8), lms), lm)
 
 
 @dataclass
@@ -54,37 +45,19 @@ class FaceBank:
         return np.flatnonzero(self.person == p)
 
 
-def _cache_landmarks(data: Path, recs: list[dict], cache: Path | None, zoom: float) -> dict[str, np.ndarray]:
-    """68 points (in the crop file's pixels) of every record: from the manifest, else computed and cached."""
-    out: dict[str, np.ndarray] = {}
-    cached: dict[str, np.ndarray] = {}
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            cached = {k: z[k] for k in z.files}
-    todo = []
-    for r in recs:
-        lm = r.get("crop_landmarks68")
-        key = r["output"].replace("/", "|")
-        if isinstance(lm, list) and len(lm) == 68:
-            out[r["output"]] = np.asarray(lm, np.float32)
-        elif key in cached:
-            out[r["output"]] = cached[key]
-        else:
-            todo.append(r)
-    if todo:
-        from PIL import Image
+def _read_cache(cache: Path | None) -> dict[str, np.ndarray]:
+    if cache is None or not cache.is_file():
+        return {}
+    with np.load(cache, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
-        for r in todo:
-            with Image.open(data / r["output"]) as im:
-                out[r["output"]] = landmarks68(np.asarray(im.convert("RGB")), zoom)[0]
-        if cache is not None:
-            import io
 
-            cached.update({r["output"].replace("/", "|"): out[r["output"]] for r in todo})
-            buf = io.BytesIO()
-            np.savez(buf, **cached)
-            atomic_write_bytes(cache, buf.getvalue())
-    return out
+def _write_cache(cache: Path, lms: dict[str, np.ndarray]) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **lms)
+    atomic_write_bytes(cache, buf.getvalue())
 
 
 def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: Path | None = None,
@@ -101,19 +74,30 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
             and (data / r["output"]).is_file()]
     recs = sorted({r["output"]: r for r in recs}.values(), key=lambda r: r["output"])
     if max_per_person:
-        seen: dict[str, int] = {}
-        recs = [r for r in recs if seen.setdefault(str(r["identity"]), 0) < max_per_person
-                and not seen.__setitem__(str(r["identity"]), seen[str(r["identity"])] + 1)]
-    lms = _cache_landmarks(data, recs, cache, zoom)
-    crops, lm, person = [], [], []
+        kept: dict[str, int] = {}
+        recs_kept = []
+        for r in recs:
+            name = str(r["identity"])
+            if kept.get(name, 0) < max_per_person:
+                kept[name] = kept.get(name, 0) + 1
+                recs_kept.append(r)
+        recs = recs_kept
+    cached, computed = _read_cache(cache), False
+    crops, lm = [], []
     for r in recs:
         with Image.open(data / r["output"]) as im:
             arr = np.asarray(im.convert("RGB"))
-        s = size / arr.shape[1]
+        points, key = r.get("crop_landmarks68"), r["output"].replace("/", "|")  # npz keys hold no slashes
+        if not (isinstance(points, list) and len(points) == 68):  # a folder prepared before g2g stored them
+            if key not in cached:
+                cached[key], computed = landmarks68(arr, zoom)[0], True
+            points = cached[key]
         crops.append(resize_to_model(arr, size))
-        lm.append(lms[r["output"]] * s)
-        person.append(wanted[str(r["identity"])])
-    return FaceBank(np.stack(crops), np.stack(lm).astype(np.float32), np.asarray(person), list(identities),
+        lm.append(np.asarray(points, np.float32) * (size / arr.shape[1]))
+    if computed and cache is not None:
+        _write_cache(cache, cached)
+    return FaceBank(np.stack(crops), np.stack(lm).astype(np.float32),
+                    np.asarray([wanted[str(r["identity"])] for r in recs]), list(identities),
                     [r["output"] for r in recs])
 
 
@@ -154,7 +138,7 @@ class AppearanceBatches(torch.utils.data.Dataset):
             # the identity source: of up to ID_CANDIDATES other photos of P, the one closest to x in landmarks,
             # as g2g mix picks the closest of an identity's K photos for each pose
             others = rng.permutation(xs[xs != x])[:ID_CANDIDATES]
-            y = int(others[closest(self.bank.lm[others], self.bank.lm[x])])
+            y = int(others[closest_shape(self.bank.lm[others], self.bank.lm[x])])
             q = int(rng.integers(len(self.bank.names) - 1))
             q = q + (q >= self.bank.person[x])  # any other person
             z = int(rng.choice(self.bank.photos_of(q))) if len(self.bank.photos_of(q)) else int(x)
@@ -188,9 +172,3 @@ class AppearanceBatches(torch.utils.data.Dataset):
         batch["cyc_map"] = torch.from_numpy(np.stack(maps))  # (B, S, S, 2) source pixel (x, y) of each target pixel
         return batch
 
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
