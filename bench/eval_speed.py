@@ -1,6 +1,6 @@
 """Eval throughput on CPU: ``g2g eval`` images/s against the bare networks it runs.
 
-Builds a mix OUT folder (notes/interfaces.md layout) from real aligned crops,
+Builds a mix OUT folder (the layout g2g mix writes: g2gcli/mix.py) from real aligned crops,
 with other photos of the identities standing in for mixed outputs (eval's cost
 does not depend on who made the pixels), then times ``evaluate`` per metric and,
 in the same process, the bare identity network (ONNX Runtime on in-memory
@@ -85,7 +85,7 @@ def build_out(data: Path, out: Path, identities: int) -> int:
 
 
 def crops_of(out: Path, n: int) -> np.ndarray:
-    from g2g.evaluate import read_crop
+    from g2g.eval import read_crop
 
     paths = sorted(p for p in out.glob("*/*__*.png"))[:n]  # mixed outputs: all distinct
     return np.stack([read_crop(p) for p in paths])
@@ -100,7 +100,7 @@ def main() -> None:
 
     from g2g.config import AlignConfig, EvalConfig
     from g2g.detect import FaceDetector
-    from g2g.evaluate import evaluate, open_identity_net
+    from g2g.eval import evaluate, open_identity_net
 
     tmp = Path(tempfile.mkdtemp(prefix="g2g-eval-bench-"))
     try:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from g2g.fsutil import read_jsonl
 from g2g.identity import IdentityEmbedder, cosine, euclidean
-from g2g.metrics import roc_auc, stats
+from g2g.eval.metrics import roc_auc, stats
 
 
 def load_prepared(data: Path, limit: int = 0) -> tuple[np.ndarray, list[str], int, float]:
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--zoom", type=float, default=1.3, help="alignment zoom for --aligned-src")
     args = ap.parse_args()
 
-    from g2g.export.identity import cached_identity_onnx
+    from g2g.identity import cached_identity_onnx
 
     t0 = time.perf_counter()
     if args.aligned_src:

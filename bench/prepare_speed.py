@@ -22,7 +22,8 @@ from g2g.config import PrepareConfig
 from g2g.detect import FaceDetector
 from g2g.fsutil import atomic_save_image
 from g2g.images import SkipImage, list_images, load_rgb
-from g2g.prepare import prepare_folder, select_faces
+from g2g.photos import FacePolicy, select_faces
+from g2g.prepare import prepare_folder
 
 
 def subset(src: Path, limit: int, dst: Path) -> list[Path]:
@@ -46,7 +47,7 @@ def sequential(photos: list[Path], cfg: PrepareConfig, det: FaceDetector, out: P
         t1 = time.perf_counter()
         faces = det.detect(im.rgb)
         t2 = time.perf_counter()
-        chosen, _, _ = select_faces(faces, cfg)
+        chosen, _, _ = select_faces(faces, FacePolicy.of(cfg))
         for face in chosen:
             crop, _ = align_face(im.rgb, face.landmarks, cfg.align())
             atomic_save_image(out / f"{i}.{cfg.fmt}", Image.fromarray(crop))

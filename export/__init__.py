@@ -1,1 +1,1 @@
-"""Export of trained networks to ONNX."""
+"""Export of trained networks to ONNX bundles (folder ``export/``, import name ``g2g.export``)."""

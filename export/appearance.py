@@ -1,7 +1,8 @@
-"""Export of the ``appearance`` generator into the same three bundle parts as FUNIT's.
+"""Export of the masked-rest generators into the same three bundle parts as FUNIT's.
 
 - ``content_encoder.onnx``: ``content`` (N, CONTENT_CHANNELS, S, S) -> ``r0..r3`` (E_A's four scales)
-- ``class_encoder.onnx``: ``images`` (N, K, 3, S, S) warped identity crops -> ``a0..a3`` (means over K)
+- ``class_encoder.onnx``: ``images`` (N, K, 3, S, S) identity crops (warped for ``appearance``) -> ``a0..a3``
+  (means over K; the pooled encoders give (N, C, 1, 1) codes; ``dlib`` holds the dlib network)
 - ``decoder.onnx``: ``r0..r3``, ``a0..a3``, ``base`` (N, 3, S, S) -> ``image`` (before the composite)
 
 The warp, the mask and the composite are numpy (``g2g.appearance``), the same code
@@ -32,39 +33,44 @@ class _Decoder(nn.Module):
         return self.decoder([r0, r1, r2, r3], [a0, a1, a2, a3], base)
 
 
-def appearance_inputs(faces: np.ndarray, zoom: float) -> dict[str, np.ndarray]:
+def appearance_inputs(faces: np.ndarray, zoom: float, warp: bool = True) -> dict[str, np.ndarray]:
     """Network inputs from check faces (n, 3, S, S) in [-1, 1]: each face's neighbour drawn into it."""
     from g2g.appearance import pair_inputs
     from g2g.landmarks import landmarks68
 
-    crops = np.clip(np.rint((faces.transpose(0, 2, 3, 1) + 1) * 127.5), 0, 255).astype(np.uint8)
+    from g2g.preprocess import to_image
+
+    crops = to_image(faces)
     if len(crops) < 2:
         crops = np.concatenate([crops, crops[:, :, ::-1]])
     lm = landmarks68(crops, zoom)
     n = len(crops)
-    ins = [pair_inputs(crops[i], lm[i], crops[[(i + 1) % n, (i + 2) % n]], lm[[(i + 1) % n, (i + 2) % n]])
+    ins = [pair_inputs(crops[i], lm[i], crops[[(i + 1) % n, (i + 2) % n]], lm[[(i + 1) % n, (i + 2) % n]], warp=warp)
            for i in range(n)]
     return {"content": np.stack([p.content for p in ins]), "images": np.stack([p.identity for p in ins]),
             "base": np.stack([p.base for p in ins])}
 
 
-def appearance_specs(gen: nn.Module, inputs: dict[str, np.ndarray], N: Any, K: Any) -> dict[str, tuple]:
-    """part -> (module, example args, (input names, output names), dynamic shapes), as onnx_export expects."""
+def appearance_specs(gen: nn.Module, class_encoder: nn.Module, inputs: dict[str, np.ndarray], N: Any, K: Any
+                     ) -> dict[str, tuple]:
+    """part -> (module, example args, (input names, output names), dynamic shapes), as onnx_export expects.
+
+    ``class_encoder``: E_B reading crops (``appearance_model.image_class_encoder``)."""
     t = {k: torch.from_numpy(v[:2]) for k, v in inputs.items()}
     with torch.no_grad():
         r = gen.content_encoder(t["content"])
-        a = gen.class_encoder(t["images"])
+        a = class_encoder(t["images"])
     rn, an = [f"r{i}" for i in range(FEATURES)], [f"a{i}" for i in range(FEATURES)]
     dec_dyn = {**{n: {0: N} for n in rn + an}, "base": {0: N}}
     return {
         "content_encoder": (gen.content_encoder, (t["content"],), (["content"], rn), {"x": {0: N}}),
-        "class_encoder": (gen.class_encoder, (t["images"],), (["images"], an), {"x": {0: N, 1: K}}),
+        "class_encoder": (class_encoder, (t["images"],), (["images"], an), {"x": {0: N, 1: K}}),
         "decoder": (_Decoder(gen.decoder), (*r, *a, t["base"]), (rn + an + ["base"], ["image"]), dec_dyn),
     }
 
 
-def appearance_parity(gen: nn.Module, paths: dict, inputs: dict[str, np.ndarray], fp16: bool
-                      ) -> tuple[dict[str, float], dict[str, float]]:
+def appearance_parity(gen: nn.Module, class_encoder: nn.Module, paths: dict, inputs: dict[str, np.ndarray],
+                      fp16: bool) -> tuple[dict[str, float], dict[str, float]]:
     """max |ORT - torch| per part and for the whole generator, and the bounds they must meet."""
     from g2g.runtime import open_session
 
@@ -72,8 +78,8 @@ def appearance_parity(gen: nn.Module, paths: dict, inputs: dict[str, np.ndarray]
     t = {k: torch.from_numpy(v) for k, v in inputs.items()}
     with torch.no_grad():
         r = [x.numpy() for x in gen.content_encoder(t["content"])]
-        a = [x.numpy() for x in gen.class_encoder(t["images"])]
-        ref = gen(t["content"], t["images"], t["base"]).numpy()
+        a = [x.numpy() for x in class_encoder(t["images"])]
+        ref = gen.decoder([torch.from_numpy(x) for x in r], [torch.from_numpy(x) for x in a], t["base"]).numpy()
     ort_r = sess["content_encoder"].run(None, {"content": inputs["content"]})
     ort_a = sess["class_encoder"].run(None, {"images": inputs["images"]})
     feeds = {**{f"r{i}": r[i] for i in range(FEATURES)}, **{f"a{i}": a[i] for i in range(FEATURES)},

@@ -10,7 +10,6 @@ and threshold, and the sha256 of the source weights. Export is checked with
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -18,12 +17,13 @@ import numpy as np
 import torch
 
 from g2g.fsutil import atomic_write_bytes
+from g2g.preprocess import DEFAULT_ZOOM
 
 OPSET = 18  # GridSample needs >= 16
 PARITY_TOL = 1e-4
 
 
-def export_identity(path: Path, name: str = "dlib", zoom: float = 1.3, size: int = 128,
+def export_identity(path: Path, name: str = "dlib", zoom: float = DEFAULT_ZOOM, size: int = 128,
                     tol: float = PARITY_TOL, verbose: bool = True) -> Path:
     """Write the identity ONNX model for crops of ``size`` px aligned at ``zoom``; returns ``path``."""
     import onnx
@@ -86,15 +86,3 @@ def _parity(model_bytes: bytes, net: torch.nn.Module, size: int) -> float:
             raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape}")
         worst = max(worst, float(np.abs(out - ref).max()))
     return worst
-
-
-def cached_identity_onnx(name: str = "dlib", zoom: float = 1.3, size: int = 128, cache_dir: Path | None = None) -> Path:
-    """The exported identity model for (name, zoom, size), exported once into a user cache."""
-    from g2g.weights import verified_sha256
-
-    weights = "dlib-resnet" if name == "dlib" else name
-    root = Path(cache_dir or os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "g2g"))
-    path = root / f"identity-{name}-s{size}-z{zoom:g}-{verified_sha256(weights)[:12]}.onnx"
-    if not path.is_file():
-        export_identity(path, name, zoom, size, verbose=False)
-    return path

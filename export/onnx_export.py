@@ -3,7 +3,7 @@
 The bundle (MODEL_DIR) is everything ``g2g mix`` and ``g2g eval`` need, with no
 PyTorch and no training run: three generator parts and the identity network,
 each one self-contained ``.onnx`` file, plus ``g2g_model.json`` and
-``SHA256SUMS`` (see notes/interfaces.md, "Export bundle").
+``SHA256SUMS`` (the format ``g2g.bundle`` reads).
 
 Exporter. torch 2.14's default ``torch.onnx.export(dynamo=True)`` (torch.export
 + onnxscript) with ``dynamic_shapes`` gives symbolic N (and K for the class
@@ -39,20 +39,18 @@ import numpy as np
 
 from g2g import __version__
 from g2g.config import AlignConfig, ModelConfig, TrainConfig, from_dict
-from g2g.fsutil import atomic_write_bytes, atomic_write_text
+from g2g.fsutil import atomic_write_bytes, atomic_write_text, claim_output
 
-BUNDLE_FORMAT = "g2g-onnx-bundle/1"
-META_FILE = "g2g_model.json"
-SUMS_FILE = "SHA256SUMS"
-PARTS = ("content_encoder", "class_encoder", "decoder")
-NORMALISATION = {"mean": 0.5, "std": 0.5, "range": [-1, 1], "channels": "RGB"}
+from g2g.bundle import BUNDLE_FORMAT, META_FILE, PARTS, SUMS_FILE
+from g2g.preprocess import NORMALISATION, resize_to_model, to_input
+from g2g.errors import G2GError
 # max |onnx - torch| allowed, times max(1, max |torch output|)
 BOUNDS_FP32 = {"content_encoder": 1e-3, "class_encoder": 1e-3, "decoder": 1e-3, "mix": 1e-3}
 BOUNDS_FP16 = {"content_encoder": 1e-2, "class_encoder": 1e-2, "decoder": 5e-2, "mix": 5e-2}
 MAX_DIM = 1 << 16  # upper limit of the symbolic batch dims given to torch.export
 
 
-class ExportError(ValueError):
+class ExportError(G2GError):
     """The export failed a check (parity, checker, bad inputs): a one-line user error."""
 
 
@@ -71,14 +69,10 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)  # e.g. inlined external data
 
     def table(self):
-        from rich.table import Table
+        from g2g.progress import summary_table
 
-        t = Table(title=f"g2g export -> {self.out}  ({'fp16' if self.fp16 else 'fp32'}, step {self.step})",
-                  title_justify="left")
-        t.add_column("file")
-        t.add_column("size", justify="right")
-        t.add_column("max |onnx - torch|", justify="right")
-        t.add_column("bound", justify="right")
+        t = summary_table(f"g2g export -> {self.out}  ({'fp16' if self.fp16 else 'fp32'}, step {self.step})",
+                          ["file", "size", "max |onnx - torch|", "bound"])
         t.add_column("sha256")
         for name, sha in self.files.items():
             part = name.removesuffix(".onnx")
@@ -174,8 +168,6 @@ def load_check_faces(folder: Path, size: int, limit: int = 8) -> np.ndarray:
     show up) and resized to the model's size when the folder was prepared at
     another one.
     """
-    import cv2
-
     from g2g.images import SkipImage, list_images, load_rgb
 
     files = list_images(folder)
@@ -188,13 +180,10 @@ def load_check_faces(folder: Path, size: int, limit: int = 8) -> np.ndarray:
             rgb = load_rgb(f).rgb
         except SkipImage:
             continue
-        if rgb.shape[:2] != (size, size):
-            rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        faces.append(rgb)
+        faces.append(resize_to_model(rgb, size))
     if not faces:
         raise ExportError(f"--check-data {folder}: none of the sampled images could be read")
-    x = np.stack(faces).astype(np.float32) / 127.5 - 1.0  # (n, S, S, 3)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return to_input(np.stack(faces))
 
 
 def _parity(gen, paths: dict[str, Path], faces: np.ndarray, fp16: bool) -> tuple[dict[str, float], dict[str, float]]:
@@ -262,7 +251,7 @@ def export_bundle(
     except CheckpointError as e:
         raise ExportError(str(e)) from None
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, "export")
     S = mcfg.image_size
     report = ExportReport(out=out, checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt),
                           step=int(state.get("step", 0)), fp16=fp16)
@@ -279,12 +268,14 @@ def export_bundle(
     from torch.export import Dim
 
     N, K = Dim("N", min=1, max=MAX_DIM), Dim("K", min=1, max=MAX_DIM)
-    appearance = mcfg.identity_encoder == "appearance"
+    appearance = mcfg.masked_rest
     if appearance:
         from g2g.export.appearance import appearance_inputs, appearance_specs
+        from g2g.train.appearance_model import image_class_encoder
 
-        check_inputs = appearance_inputs(faces, mcfg.zoom)
-        specs = appearance_specs(gen, check_inputs, N, K)
+        check_inputs = appearance_inputs(faces, mcfg.zoom, warp=mcfg.warped_identity)
+        class_encoder = image_class_encoder(gen)  # dlib: the frozen network in front of the trained projection
+        specs = appearance_specs(gen, class_encoder, check_inputs, N, K)
     else:
         x = torch.from_numpy(faces[:2] if len(faces) >= 2 else np.repeat(faces, 2, 0))  # (2, 3, S, S) sample
         with torch.no_grad():
@@ -329,7 +320,7 @@ def export_bundle(
                 _feed_outputs_as_fp16(model)
             models[part] = model
         if identity:
-            models["identity"] = _identity_model(staging, mcfg, inlined)
+            models["identity"] = _identity_model(staging, mcfg)
         if inlined:  # torch's default for the dynamo exporter, not a problem once inlined
             report.notes.append(f"torch wrote the weights of {', '.join(inlined)} as external data; "
                                 "inlined (one self-contained file per model)")
@@ -343,7 +334,7 @@ def export_bundle(
         if appearance:
             from g2g.export.appearance import appearance_parity
 
-            report.parity, report.bounds = appearance_parity(gen, staged, check_inputs, fp16)
+            report.parity, report.bounds = appearance_parity(gen, class_encoder, staged, check_inputs, fp16)
         else:
             report.parity, report.bounds = _parity(gen, staged, faces, fp16)
         meta["parity"] = report.parity
@@ -375,10 +366,9 @@ def export_bundle(
     return report
 
 
-def _identity_model(staging: Path, mcfg: ModelConfig, inlined: list[str]):
+def _identity_model(staging: Path, mcfg: ModelConfig):
     """The identity network as an ONNX model reading g2g crops of this model's size and zoom."""
     import onnx
-    from onnx.external_data_helper import convert_model_from_external_data
 
     try:
         from g2g.export.identity import export_identity
@@ -392,10 +382,6 @@ def _identity_model(staging: Path, mcfg: ModelConfig, inlined: list[str]):
             export_identity(path, name="dlib", zoom=mcfg.zoom, size=mcfg.image_size, verbose=False)
     except (RuntimeError, ValueError, OSError) as e:  # its own parity check, missing weights
         raise ExportError(f"identity network export failed: {str(e).splitlines()[0]}") from None
-    sidecars = sorted(p.name for p in folder.iterdir() if p != path)
-    model = onnx.load(str(path), load_external_data=True)
-    if sidecars:
-        convert_model_from_external_data(model)
-        inlined.append("identity")
+    model = onnx.load(str(path))  # export_identity writes one self-contained file (external_data=False)
     shutil.rmtree(folder, ignore_errors=True)
     return model

@@ -35,6 +35,7 @@ import numpy as np
 from g2g.facegeom import face_mask, match_colour, transfer_expression, warp_to
 from g2g.landmarks import closest_shape
 from g2g.mixers import IdentityFaces, PoseFace, _Faces
+from g2g.preprocess import to_input
 
 SKETCH_GROUPS = (  # (polylines of point indices, closed): one channel each
     ((range(0, 17),), False),  # jaw
@@ -66,15 +67,16 @@ class PairInputs:
     """Network inputs of one (rest, identity) pair, float32, NCHW without N, in [-1, 1] unless said."""
 
     content: np.ndarray  # (CONTENT_CHANNELS, S, S): masked rest (3), mask (1, in [0,1]), sketch (6, in [0,1])
-    identity: np.ndarray  # (K, 3, S, S) identity crops warped onto ``geometry``, colour-matched
-    base: np.ndarray  # (3, S, S) the warped paste of identity[0] onto the rest
+    identity: np.ndarray  # (K, 3, S, S) identity crops warped onto ``geometry``, colour-matched (or as they are)
+    base: np.ndarray  # (3, S, S) the warped paste of identity[0] onto the rest (or the masked rest)
     mask: np.ndarray  # (S, S) in [0, 1]: what the output may change
     rest: np.ndarray  # (3, S, S) the unmasked rest (outside the mask the output is this)
     geometry: np.ndarray  # (68, 2) target landmarks
 
 
 def _float(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1)) / 127.5 - 1.0
+    """One uint8 crop (S, S, 3) as the networks read it (3, S, S)."""
+    return to_input(np.asarray(x)[None])[0]
 
 
 def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
@@ -97,18 +99,25 @@ def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
 
 
 def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
-                rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None) -> PairInputs:
+                rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None,
+                warp: bool = True) -> PairInputs:
     """Inputs for the rest crop ``rest`` (S, S, 3) uint8 and identity crops ``ids`` (K, S, S, 3) uint8.
 
     The target geometry is ``ids[0]``'s face shape with the rest's expression (mix puts
     the identity photo closest to the pose first). ``rng`` jitters the mask (training);
-    ``rest_mask`` as in :func:`rest_inputs`.
+    ``rest_mask`` as in :func:`rest_inputs`. ``warp=False`` (the ``pooled`` and ``dlib``
+    encoders, which pool identity into one code): the identity crops as they are, and
+    ``base`` is the masked rest, so identity can only come in through that code.
     """
     geom = transfer_expression(ids_lm[0], rest_lm)
     content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng, rest_mask)
+    m = mask[None]
+    if not warp:
+        identity = np.stack([_float(crop) for crop in ids])
+        return PairInputs(content, identity, (rest_f * (1 - m)).astype(np.float32), mask, rest_f,
+                          geom.astype(np.float32))
     hard = (mask > 0.5).astype(np.float32)
     warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
-    m = mask[None]
     base = rest_f * (1 - m) + _float(warped[0]) * m
     return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask, rest_f,
                       geom.astype(np.float32))
@@ -122,7 +131,7 @@ def warp_map(src_lm: np.ndarray, dst_lm: np.ndarray, size: int) -> np.ndarray:
 
 
 class AppearanceMixer(_Faces):
-    """``g2g mix --method model`` with an ``appearance`` bundle: per pair, warp, encode and decode on ONNX Runtime.
+    """``g2g mix --method model`` with a masked-rest bundle: per pair, warp, encode and decode on ONNX Runtime.
 
     Poses and identities are encoded as for the pastes (landmarks and masks, :class:`g2g.mixers._Faces`)."""
 
@@ -132,15 +141,17 @@ class AppearanceMixer(_Faces):
         super().__init__(bundle.align)
         self.bundle, self.sha256, self.root = bundle, bundle.sha256, bundle.root
         self.providers, self.device, self.note = bundle.providers, bundle.device, bundle.note
+        self.warp = bundle.model.warped_identity
 
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
-        from g2g.bundle import to_image
+        from g2g.preprocess import to_image
 
         inputs = []
         for pose, ident in zip(poses, idents):
             j = closest_shape(ident.lm, pose.lm)
             order = [j] + [i for i in range(len(ident.crops)) if i != j]
-            inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order], rest_mask=pose.mask))
+            inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order], rest_mask=pose.mask,
+                                      warp=self.warp))
         by_k: dict[int, list[int]] = {}
         for i, p in enumerate(inputs):
             by_k.setdefault(len(p.identity), []).append(i)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,18 @@ import numpy as np
 
 from g2g.config import AlignConfig, ModelConfig, from_dict
 from g2g.fsutil import sha256_file
+from g2g.preprocess import PreprocessError, check_normalisation
 from g2g.runtime import SessionInfo, open_session, run_bound
+from g2g.errors import G2GError
 
 BUNDLE_FORMAT = "g2g-onnx-bundle/1"
 META_FILE = "g2g_model.json"
+SUMS_FILE = "SHA256SUMS"
 PARTS = ("content_encoder", "class_encoder", "decoder")
 NO_DEFAULT = "no default model ships yet; pass --model MODEL_DIR (from g2g export --onnx)"
 
 
-class BundleError(ValueError):
+class BundleError(G2GError):
     """A missing, incomplete or tampered model folder: a one-line user error."""
 
 
@@ -42,6 +45,40 @@ def default_model_dir() -> Path:
     if not (root / META_FILE).is_file():
         raise BundleError(NO_DEFAULT)
     return root
+
+
+def _check_sums(model_dir: Path, meta_raw: bytes) -> None:
+    """SHA256SUMS (written last by export) must be there and name this very g2g_model.json: an edited metadata file
+    (a changed zoom frames every face differently, a changed size fails inside ONNX Runtime) is refused up front.
+    A bundle without it is refused too: export always writes it, so its absence means a partial copy."""
+    sums = model_dir / SUMS_FILE
+    if not sums.is_file():
+        raise BundleError(f"{model_dir} has no {SUMS_FILE} (an incomplete copy of an export?); re-copy or re-export it")
+    listed = {}
+    for line in sums.read_text(errors="replace").splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            listed[parts[1].lstrip("*")] = parts[0]
+    if listed.get(META_FILE) != hashlib.sha256(meta_raw).hexdigest():
+        raise BundleError(f"{META_FILE} in {model_dir} does not match {SUMS_FILE} (edited or damaged); re-export or "
+                          "re-copy the model folder")
+
+
+def _check_parts_agree(root: Path, meta: dict[str, Any], sessions: dict[str, SessionInfo]) -> None:
+    """The facts every part carries in its own metadata (written by export, covered by the files' sha256) must be
+    g2g_model.json's, and the content encoder's input side must be the model's image size."""
+    for part, info in sessions.items():
+        embedded = info.session.get_modelmeta().custom_metadata_map.get("g2g")
+        if embedded is None:
+            continue
+        facts = json.loads(embedded)
+        for key in ("model", "align", "normalisation"):
+            if key in facts and facts[key] != meta.get(key):
+                raise BundleError(f"{META_FILE} in {root} disagrees with {part}.onnx on {key!r}; re-export or re-copy "
+                                  "the model folder")
+    side = sessions["content_encoder"].session.get_inputs()[0].shape[-1]
+    if isinstance(side, int) and side != int(meta["model"]["image_size"]):
+        raise BundleError(f"{META_FILE} in {root} says {meta['model']['image_size']} px, content_encoder.onnx reads {side}")
 
 
 def read_bundle_meta(model_dir: Path, verify: bool = True) -> tuple[dict[str, Any], str]:
@@ -65,6 +102,7 @@ def read_bundle_meta(model_dir: Path, verify: bool = True) -> tuple[dict[str, An
     if missing:
         raise BundleError(f"{meta_path} lists no {', '.join(missing)}")
     if verify:
+        _check_sums(model_dir, raw)
         for name, want in files.items():
             path = model_dir / name
             if Path(name).name != name:
@@ -89,7 +127,6 @@ class Bundle:
     sessions: dict[str, SessionInfo]
     batch_size: int = 16
     io_binding: bool = False
-    calls: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PARTS})  # session runs per part
 
     @property
     def providers(self) -> list[str]:
@@ -134,10 +171,10 @@ class Bundle:
         return self._batched("decoder", {"content": content, "code": code}, self.batch_size)
 
     def generate(self, content: np.ndarray, identity: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """An ``appearance`` bundle's three parts in a row (see g2g.appearance.pair_inputs for the inputs):
+        """A masked-rest bundle's three parts in a row (see g2g.appearance.pair_inputs for the inputs):
         content (N, C, S, S), warped identity crops (N, K, 3, S, S), base (N, 3, S, S) -> face (N, 3, S, S)."""
-        if self.model.identity_encoder != "appearance":
-            raise ValueError("generate() needs an appearance bundle; this one is funit (use encode_*/decode)")
+        if not self.model.masked_rest:
+            raise ValueError("generate() needs a masked-rest bundle; this one is funit (use encode_*/decode)")
         outs = []
         step = max(1, self.batch_size // identity.shape[1])
         for i in range(0, len(content), step):
@@ -150,7 +187,6 @@ class Bundle:
 
     def _run_all(self, part: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         info = self.sessions[part]
-        self.calls[part] += 1
         feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
         if self.io_binding:
             return run_bound(info, feeds)
@@ -162,26 +198,6 @@ class Bundle:
             raise ValueError(f"expected {'(N, K, 3, S, S)' if ndim == 5 else '(N, 3, S, S)'} with S={S}, got {x.shape}")
 
 
-def resize_to_model(crop: np.ndarray, size: int) -> np.ndarray:
-    """An aligned uint8 crop (S', S', 3) at the model's side ``size``: area-averaged down, bicubic up (train and mix)."""
-    import cv2
-
-    h = crop.shape[0]
-    if crop.shape[:2] == (size, size):
-        return crop
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_CUBIC)
-
-
-def to_input(crops: np.ndarray) -> np.ndarray:
-    """uint8 RGB crops (N, S, S, 3) -> float32 (N, 3, S, S) in [-1, 1] (pixel / 127.5 - 1)."""
-    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
-
-
-def to_image(x: np.ndarray) -> np.ndarray:
-    """float (N, 3, S, S) in [-1, 1] -> uint8 RGB (N, S, S, 3)."""
-    return np.clip(np.rint((x.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def open_bundle(model_dir: Path | None, device: str = "auto", batch_size: int = 16,
                 io_binding: bool | None = None, threads: int | None = None) -> Bundle:
     """Verify and open a model folder (``None``: the packaged default model).
@@ -191,6 +207,10 @@ def open_bundle(model_dir: Path | None, device: str = "auto", batch_size: int = 
     root = default_model_dir() if model_dir is None else Path(model_dir)
     meta, digest = read_bundle_meta(root)
     model = from_dict(ModelConfig, meta["model"])
+    try:
+        check_normalisation(meta.get("normalisation"), str(root / META_FILE))
+    except PreprocessError as e:
+        raise BundleError(str(e)) from None
     a = meta.get("align") or {}
     align = AlignConfig(size=int(a.get("size", model.image_size)), zoom=float(a.get("zoom", model.zoom)))
     sessions = {}
@@ -201,6 +221,7 @@ def open_bundle(model_dir: Path | None, device: str = "auto", batch_size: int = 
             raise
         except Exception as e:  # onnxruntime refused the file
             raise BundleError(f"{part}.onnx in {root}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+    _check_parts_agree(root, meta, sessions)
     on_cuda = sessions["decoder"].device.startswith("cuda")
     return Bundle(root, meta, digest, model, align, sessions, max(1, int(batch_size)),
                   on_cuda if io_binding is None else bool(io_binding))

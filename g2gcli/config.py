@@ -8,9 +8,11 @@ and eval rebuild everything from them and nobody retypes an architecture constan
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from g2g.errors import G2GError
+from g2g.preprocess import DEFAULT_ZOOM
 
 T = TypeVar("T")
 
@@ -31,7 +33,7 @@ DLIB_TEMPLATE_150 = (
 @dataclass(frozen=True)
 class AlignConfig:
     size: int = 128  # side of the square aligned crop, px (64 to 256)
-    zoom: float = 1.3  # crop covers zoom x dlib's chip around the same centre
+    zoom: float = DEFAULT_ZOOM  # crop covers zoom x dlib's chip around the same centre
 
     def template(self) -> list[tuple[float, float]]:
         """The 5 landmark positions in a crop of ``size`` px."""
@@ -43,7 +45,7 @@ class AlignConfig:
 @dataclass(frozen=True)
 class PrepareConfig:
     size: int = 128  # aligned crop side, px
-    zoom: float = 1.3  # see AlignConfig.zoom
+    zoom: float = DEFAULT_ZOOM  # see AlignConfig.zoom
     faces: str = "largest"  # largest | all | skip-multiple
     min_face: int = 40  # smallest face accepted: longer side of its box, px in the source photo
     min_score: float = 0.95  # smallest MTCNN detection probability accepted
@@ -57,7 +59,20 @@ class PrepareConfig:
         return AlignConfig(size=self.size, zoom=self.zoom)
 
 
-IDENTITY_ENCODERS = ("funit", "appearance")
+# --- the vocabulary of every option with a fixed set of values (the CLI shows them in --help; the verbs check them)
+PREPARE_FORMATS = ("png", "jpg")
+MIX_FORMATS = ("jpg", "png", "webp")
+FACE_POLICIES = ("largest", "all", "skip-multiple")
+MIX_FACE_POLICIES = ("largest", "skip-multiple")  # one face per photo is mixed; "all" is prepare-only
+METHODS = ("auto", "model", "paste", "warp-paste", "expression-paste")  # g2g mix --method (g2g/mixers.py)
+PAIR_MODES = ("all", "zip", "by-name", "random")  # g2g mix --pairs (or a CSV file)
+GAN_LOSSES = ("hinge", "nonsat")
+ID_SCHEDULES = ("constant", "linear", "step")
+PERCEPTUAL_NETS = ("stlpips", "vgg19")
+OPTIMIZERS = ("rmsprop", "adam")
+IDENTITY_ENCODERS = ("funit", "appearance", "pooled", "dlib")
+# the recipes whose E_A reads the masked rest (g2gcli/appearance.py); funit is the seed's, on the whole rest
+MASKED_REST_ENCODERS = ("appearance", "pooled", "dlib")
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,7 @@ class ModelConfig:
     """Generator and discriminator sizes (FUNIT's layout)."""
 
     image_size: int = 128  # side of the aligned crops the model reads and writes
-    zoom: float = 1.3  # alignment zoom of those crops (AlignConfig.zoom)
+    zoom: float = DEFAULT_ZOOM  # alignment zoom of those crops (AlignConfig.zoom)
     content_dim: int = 64  # channels after the content encoder's first conv
     content_downs: int = 3  # stride-2 downsamplings: content map at 1/8 resolution
     content_res: int = 2  # residual blocks (instance norm) in the content encoder
@@ -79,10 +94,23 @@ class ModelConfig:
     disc_dim: int = 64  # channels after the discriminator's first conv
     disc_blocks: int = 4  # downsampling stages of the patch discriminator
     disc_max: int = 1024  # channel cap of the discriminator
-    identity_encoder: str = "funit"  # funit (pooled class code, AdaIN) | appearance (warped identity photos, g2g/appearance.py)
+    # funit: the seed's (whole rest, pooled class code into AdaIN); on the masked rest (g2gcli/appearance.py):
+    # appearance (identity photos warped onto the rest's geometry), pooled (funit's pooled K-shot code from the
+    # unwarped photos), dlib (the frozen dlib embedding of the unwarped photos + a trained projection)
+    identity_encoder: str = "funit"
     app_dim: int = 32  # appearance: channels at full resolution (doubled per scale)
     app_max: int = 192  # appearance: channel cap
     app_res: int = 2  # appearance: residual blocks at 1/8 resolution
+
+    @property
+    def masked_rest(self) -> bool:
+        """E_A reads the masked rest and the generator is ``g2g.train.appearance_model``'s."""
+        return self.identity_encoder in MASKED_REST_ENCODERS
+
+    @property
+    def warped_identity(self) -> bool:
+        """E_B reads identity photos warped onto the target geometry, and the decoder draws over their paste."""
+        return self.identity_encoder == "appearance"
 
     @property
     def content_channels(self) -> int:
@@ -116,7 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise G2GError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}", usage=True)
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
@@ -152,7 +180,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     compile: bool = False  # torch.compile the generator
     seed: int = 0
-    val_fraction: float = 0.1  # identities held out for validation
+    val_fraction: float = 0.1  # identities held out for validation (sample sheets, g2g eval --split)
+    tensorboard: bool = False  # also log losses and sample sheets to RUN/tensorboard
+    val_people: int = 0  # when > 0: hold out exactly this many identities instead of val_fraction of them
     checkpoint_every: int = 1000
     sample_every: int = 1000
     log_every: int = 10
@@ -187,7 +217,7 @@ class MixConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """``g2g eval`` settings (g2g/evaluate.py)."""
+    """``g2g eval`` settings (g2g/eval/run.py)."""
 
     eval_net: str = "dlib"  # identity network(s), comma list: dlib | facenet-vggface2 | facenet-casia-webface
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -198,16 +228,8 @@ class EvalConfig:
     max_images: int = 256  # held-out crops for recon, sampled with seed
     split: str | None = None  # RUN dir or its split.json: recon uses the "val" identities
     examples: int = 4  # worst and best outputs shown in the example sheet
-    baselines: bool = False  # also mix and score paste / warp-paste on the run's pairs (g2g/eval_baselines.py)
+    baselines: bool = False  # also mix and score paste / warp-paste on the run's pairs (g2g/eval/baselines.py)
     seed: int = 0
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return asdict(cfg)
-
-
-def to_json(cfg: Any) -> str:
-    return json.dumps(asdict(cfg), sort_keys=True)
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

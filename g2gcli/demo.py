@@ -52,7 +52,7 @@ def column_check(mix_out: Path) -> list[str]:
     outputs of different identities (0 would mean the identity input is ignored),
     and the expression error (g2g eval's, over the IOD) of each output vs its pose.
     """
-    from g2g.eval_expression import expression_error
+    from g2g.eval.expression import expression_error
     from g2g.mix import latest_records
     from g2g.mixers import faces_of
 

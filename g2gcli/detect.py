@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MTCNN_MIN_FACE = 12  # px: MTCNN's P-Net window, the smallest face it can find
+
 
 @dataclass
 class Face:
@@ -48,17 +50,6 @@ class DetectorError(RuntimeError):
     """MTCNN failed on one image (kept per image so the batch goes on)."""
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
-    return device
-
-
 class FaceDetector:
     """MTCNN on a device, returning every face above MTCNN's own thresholds.
 
@@ -75,7 +66,9 @@ class FaceDetector:
     ):
         from facenet_pytorch import MTCNN
 
-        self.device = resolve_device(device)
+        from g2g.runtime import torch_device
+
+        self.device = torch_device(device)
         self.min_face = int(min_face)
         self.mtcnn = MTCNN(
             min_face_size=self.min_face, thresholds=list(thresholds), factor=factor,

@@ -7,6 +7,8 @@ rerun would mistake for a finished one.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import io
 import json
@@ -15,8 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from g2g.errors import G2GError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(G2GError):
     """A computed output path would land outside the output folder."""
 
 
@@ -29,17 +33,17 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+@functools.cache
+def _file_mode() -> int:
+    """What open() would give a new file (mkstemp alone makes 0600). Reading the umask means setting it, so it is
+    read once, on the first write, not at import time (other threads may create files meanwhile)."""
+    mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes 0600
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+def atomic_write_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns :func:`digest` of ``data``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -48,29 +52,137 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return digest(data)
+
+
+def digest(data: bytes) -> dict[str, Any]:
+    """What a manifest records of a written file, so that a resume can tell it is still whole."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def intact(path: Path, recorded: dict[str, Any] | None) -> bool:
+    """``path`` is there and, where the manifest recorded its :func:`digest`, still exactly that file (a truncated,
+    empty or overwritten output is not). Without a record (older manifests): there and not empty."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return False
+    if not recorded:
+        return size > 0
+    if size != recorded.get("bytes"):
+        return False
+    return sha256_file(path) == recorded.get("sha256")
+
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # the disk, not one file
+FOLDER_MARKER = ".g2g-folder.json"  # which verb made an output folder
+# what each verb leaves in its folder, for folders made before the marker existed
+VERB_FILES = {"prepare": "prepare_config.json", "mix": "run.json", "train": "checkpoints", "export": "g2g_model.json"}
+STALE_TEMP_S = 600  # a temporary file this old is left by a killed run (live writes take seconds; shards share OUT)
+
+
+def folder_owner(out: Path) -> str | None:
+    """The verb whose output ``out`` holds, or None for a new or foreign folder."""
+    try:
+        verb = json.loads((out / FOLDER_MARKER).read_text()).get("verb")
+        if isinstance(verb, str):
+            return verb
+    except (OSError, ValueError, AttributeError):
+        pass
+    return next((v for v, name in VERB_FILES.items() if (out / name).exists()), None)
+
+
+def claim_output(out: Path, verb: str) -> None:
+    """Make ``out`` ``verb``'s output folder: refuse (one line) a folder another verb made, mark a new one, and remove
+    temporary files that a killed run left behind."""
+    out = Path(out)
+    owner = folder_owner(out) if out.is_dir() else None
+    if owner not in (None, verb):
+        raise G2GError(f"{out} holds the output of g2g {owner}; g2g {verb} writes into a folder of its own: "
+                       "choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / FOLDER_MARKER).exists():
+        atomic_write_text(out / FOLDER_MARKER, json.dumps({"verb": verb}) + "\n")
+    remove_stale_temps(out)
+
+
+def remove_stale_temps(out: Path, older_than: float = STALE_TEMP_S) -> int:
+    """Delete the ``.NAME.*.tmp`` files and ``.export-*`` folders under ``out`` older than ``older_than`` s."""
+    import shutil
+    import time
+
+    now, n = time.time(), 0
+    for root, dirs, files in os.walk(out):
+        for d in [d for d in dirs if d.startswith(".export-")]:
+            if now - os.stat(os.path.join(root, d)).st_mtime > older_than:
+                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+                dirs.remove(d)
+                n += 1
+        for f in files:
+            p = os.path.join(root, f)
+            if f.startswith(".") and f.endswith(".tmp"):
+                try:
+                    if now - os.stat(p).st_mtime > older_than:
+                        os.unlink(p)
+                        n += 1
+                except OSError:
+                    pass
+    return n
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def jsonable(obj: Any) -> Any:
+    """A report (dataclass, with its public properties) as JSON types: paths as strings, tuple keys joined by ':'."""
+    import dataclasses
+    from collections.abc import Mapping
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name, attr in vars(type(obj)).items():
+            if isinstance(attr, property) and not name.startswith("_"):
+                out[name] = jsonable(getattr(obj, name))
+        return out
+    if isinstance(obj, Mapping):
+        return {":".join(map(str, k)) if isinstance(k, tuple) else str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_image(path: Path, image: "Any", **save_kwargs: Any) -> None:
-    """Save a PIL image (format from the suffix) atomically."""
+def atomic_save_image(path: Path, image: "Any", **save_kwargs: Any) -> dict[str, Any]:
+    """Save a PIL image (format from the suffix) atomically; returns the file's :func:`digest`."""
     buf = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(Path(path).suffix.lower(), "PNG")
     if fmt == "JPEG":
         save_kwargs.setdefault("quality", 95)
     image.save(buf, format=fmt, **save_kwargs)
-    atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def repair_jsonl_tail(path: Path) -> None:
+    """Cut a last line left half-written by a killed run, so that the next append starts on a fresh line."""
+    if not Path(path).is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def append_jsonl(path: Path, records: Iterable[dict]) -> None:

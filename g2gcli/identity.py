@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from g2g.preprocess import DEFAULT_ZOOM, to_input
 from g2g.runtime import SessionInfo, open_session, read_metadata
 
 
@@ -75,11 +76,25 @@ class IdentityEmbedder:
             raise ValueError(f"expected crops (N, {self.size}, {self.size}, 3), got {crops.shape}")
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = crops[i : i + self.batch_size].astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # (B,3,S,S)
+            x = to_input(crops[i : i + self.batch_size])  # (B, 3, S, S)
             out.append(self.info.session.run(["embeddings"], {"crops": x})[0])
         dim = int(self.meta.get("embedding_dim", 128))
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
-    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """This model's distance (its metric) between embeddings."""
-        return euclidean(a, b) if self.metric == "euclidean" else 1.0 - cosine(a, b)
+
+def cached_identity_onnx(name: str = "dlib", zoom: float = DEFAULT_ZOOM, size: int = 128,
+                         cache_dir: Path | None = None) -> Path:
+    """The identity network for (name, zoom, size) as ONNX, exported once into the user cache. Only that first
+    export imports torch (g2g.export.identity); every later ``g2g eval`` finds the file."""
+    import os
+
+    from g2g.weights import verified_sha256
+
+    weights = "dlib-resnet" if name == "dlib" else name
+    root = Path(cache_dir or os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "g2g"))
+    path = root / f"identity-{name}-s{size}-z{zoom:g}-{verified_sha256(weights)[:12]}.onnx"
+    if not path.is_file():
+        from g2g.export.identity import export_identity
+
+        export_identity(path, name, zoom, size, verbose=False)
+    return path

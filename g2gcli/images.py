@@ -16,8 +16,9 @@ Choices:
   the middle of training. This relies on Pillow's default
   ``ImageFile.LOAD_TRUNCATED_IMAGES = False``, which g2g never changes.
 - :func:`scan_folder` reports files without an image extension so ``prepare``
-  records them as ``not-an-image`` instead of silently ignoring them; hidden files
-  (``.DS_Store``, ``._x.jpg``) and OS thumbnails are ignored.
+  records them as ``not-an-image``, and hidden files and folders (``.DS_Store``,
+  ``._x.jpg``, ``.cache/``) and OS thumbnails as ``hidden``, instead of silently
+  ignoring them; symlinked folders are followed, each real folder once.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from g2g.fsutil import FOLDER_MARKER, folder_owner
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
 )
-IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "manifest.jsonl", "prepare_config.json"})
+# what g2g prepare writes at the top of DATA: not inputs when DATA is read as photos (mix POSES, prepare SRC)
+PREPARE_FILES = frozenset({"manifest.jsonl", "prepare_config.json", "preview.jpg"})
+SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini"})  # counted as hidden
 
 # Stable skip reason codes (written in manifests, counted in summaries).
 REASONS = {
@@ -49,6 +54,8 @@ REASONS = {
     "multiple-faces": "more than one accepted face with --faces skip-multiple",
     "detector-error": "the face detector failed on this image",
     "write-error": "the aligned crop could not be written",
+    "hidden": "a hidden file or folder (its name starts with '.'), or a system file (Thumbs.db, desktop.ini)",
+    "repeated-folder": "a folder reached a second time through a symlink (read once)",
 }
 
 
@@ -168,32 +175,59 @@ def load_rgb(path: str | Path, max_pixels: int = 40_000_000, min_side: int = 32)
     return LoadedImage(np.ascontiguousarray(rgb), conversions)
 
 
-def _walk(folder: Path, exclude: Path | None) -> list[Path]:
-    """Every non-hidden file under ``folder``, sorted, skipping ``exclude``."""
+def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(files, unused) under ``folder``, each sorted. Symlinked folders are followed, wherever they point, each real
+    folder once; ``unused`` holds, with a REASONS code, the hidden files and folders (not descended into) and the
+    folders reached a second time. ``exclude`` (an output folder inside) is skipped."""
     files: list[Path] = []
-    for root, dirs, names in os.walk(folder, followlinks=False):
+    unused: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    owner = folder_owner(folder)
+    own = (PREPARE_FILES if owner == "prepare" else frozenset()) | ({FOLDER_MARKER} if owner else frozenset())
+    for root, dirs, names in os.walk(folder, followlinks=True):
         rootp = Path(root)
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and (exclude is None or (rootp / d).resolve() != exclude)
-        )
-        files += [rootp / n for n in names if not n.startswith(".") and n.lower() not in IGNORED_NAMES]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+        real = os.path.realpath(root)
+        if real in seen:
+            unused.append((rootp, "repeated-folder"))
+            dirs[:] = []
+            continue
+        seen.add(real)
+        keep = []
+        for d in sorted(dirs):
+            if exclude is not None and (rootp / d).resolve() == exclude:
+                continue
+            if d.startswith("."):
+                unused.append((rootp / d, "hidden"))
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        for n in names:
+            if rootp == folder and n in own:
+                continue
+            if n.startswith(".") or n.lower() in SYSTEM_NAMES:
+                unused.append((rootp / n, "hidden"))
+            else:
+                files.append(rootp / n)
+    key = lambda p: p.relative_to(folder).as_posix()  # noqa: E731
+    return sorted(files, key=key), sorted(unused, key=lambda u: key(u[0]))
 
 
-def scan_folder(folder: str | Path, exclude: str | Path | None = None) -> tuple[list[Path], list[Path]]:
-    """(images, other_files) under ``folder``, recursive and sorted.
+def scan_folder(folder: str | Path, exclude: str | Path | None = None
+                ) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """(images, other_files, unused) under ``folder``, recursive and sorted (see :func:`_walk`).
 
     Images are chosen by extension (case-insensitive); ``other_files`` are the
-    rest, for the caller to record as skipped. ``exclude`` (e.g. an output
-    folder inside ``folder``) is not descended into.
+    rest, and ``unused`` the hidden and repeated entries with their reason, for
+    the caller to record as skipped. ``exclude`` (e.g. an output folder inside
+    ``folder``) is not descended into.
     """
     folder = Path(folder)
     ex = Path(exclude).resolve() if exclude is not None else None
     images, others = [], []
-    for p in _walk(folder, ex):
+    files, unused = _walk(folder, ex)
+    for p in files:
         (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
-    return images, others
+    return images, others, unused
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -14,8 +14,9 @@ batches, alignment in threads). Paste-back and writing run in a writer pool;
 a manifest line is appended after its output is on disk.
 
 Resume. Outputs are written atomically and a pair is done when its last
-manifest line is ``ok`` for the same model and settings and its output
-exists, so a killed run loses only the pairs in flight. Skipped pairs are
+manifest line is ``ok`` for the same model and settings and its output and
+mixed crop are still the files written (size and sha256 in the manifest), so a
+killed run loses only the pairs in flight and a damaged output is redone. Skipped pairs are
 retried on a rerun (a fixed photo is picked up); ``g2g eval`` reads the last
 line per pair.
 
@@ -38,25 +39,28 @@ from typing import Any, Callable
 import numpy as np
 
 from g2g import __version__
-from g2g.bundle import BundleError, resize_to_model
-from g2g.config import MixConfig, PrepareConfig
-from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
-from g2g.images import SkipImage, load_rgb, scan_folder
+from g2g.bundle import BundleError
+from g2g.preprocess import resize_to_model
+from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
+from g2g.fsutil import append_jsonl, claim_output, intact, atomic_save_image, atomic_write_json, read_jsonl, repair_jsonl_tail, safe_join
+from g2g.images import SkipImage, scan_folder
+from g2g.photos import FacePolicy, align_photo, load_photo, open_detector, output_stems, select_faces
 from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
-from g2g.progress import BatchProgress
+from g2g.progress import BatchProgress, summary_table
 from g2g.runtime import DeviceError
+from g2g.detect import MTCNN_MIN_FACE
+from g2g.errors import G2GError, check_options
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
 GRID_FILE = "grid.jpg"
-FORMATS = ("jpg", "png", "webp")
-FACE_POLICIES = ("largest", "skip-multiple")  # one face per photo is mixed; "all" is prepare-only
+FORMATS, FACE_POLICIES = MIX_FORMATS, MIX_FACE_POLICIES
 POSE_CHUNK = 64  # poses whose content maps are held at once (x2 with the chunk being prepared)
 ID_CHUNK = 64  # identities aligned and encoded at once
 
 
-class MixError(ValueError):
+class MixError(G2GError):
     """A problem with the whole run (bad folders, options, model): a one-line user error."""
 
 
@@ -107,11 +111,7 @@ class MixReport:
         return (self.written + self.n_skipped) / self.elapsed if self.elapsed > 0 else 0.0
 
     def table(self):
-        from rich.table import Table
-
-        t = Table(title=f"g2g mix -> {self.out}  (shard {self.shard})", title_justify="left")
-        t.add_column("")
-        t.add_column("pairs", justify="right")
+        t = summary_table(f"g2g mix -> {self.out}  (shard {self.shard})", ["", "pairs"])
         t.add_row("planned (this shard)", f"{self.planned} of {self.total_plan}")
         t.add_row("already done (resumed)", str(self.resumed))
         t.add_row("[green]written[/green]", str(self.written))
@@ -136,30 +136,14 @@ def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
 
 
 def _check(cfg: MixConfig) -> None:
-    if cfg.faces not in FACE_POLICIES:
-        raise MixError(f"--faces must be one of {', '.join(FACE_POLICIES)} for mix, got {cfg.faces!r}")
-    if cfg.method not in METHODS:
-        raise MixError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if not 32 <= cfg.size <= 512:
-        raise MixError(f"--size must be between 32 and 512 px, got {cfg.size}")
-    if cfg.fmt not in FORMATS:
-        raise MixError(f"output format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
-    if cfg.batch_size < 1 or cfg.workers < 1:
-        raise MixError("--batch-size and workers must be at least 1")
-    if not 0 <= cfg.feather <= 0.5:
-        raise MixError(f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}")
-    if not 0 <= cfg.min_score <= 1:
-        raise MixError(f"--min-score must be in [0, 1], got {cfg.min_score}")
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a last line left without its newline by a kill, so appends start on a fresh line."""
-    if not path.is_file():
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+    FacePolicy.of(cfg, FACE_POLICIES, MixError)  # "all" is prepare-only
+    check_options([
+        (cfg.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}"),
+        (32 <= cfg.size <= 512, f"--size must be between 32 and 512 px, got {cfg.size}"),
+        (cfg.fmt in FORMATS, f"output format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
+        (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
+        (0 <= cfg.feather <= 0.5, f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}"),
+    ], MixError)
 
 
 def latest_records(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -207,32 +191,24 @@ class _Aligner:
         self.cfg, self.pool = cfg, pool
         self.size = mixer.align.size
         self.template = np.asarray(mixer.align.template())
-        self.pcfg = PrepareConfig(size=self.size, zoom=mixer.align.zoom, faces=cfg.faces, min_face=cfg.min_face,
-                                  min_score=cfg.min_score, max_pixels=cfg.max_pixels, device=cfg.device)
+        self.policy = FacePolicy.of(cfg, FACE_POLICIES)
         self.detector = None
         self.seconds: Counter = Counter()
         self.notes: list[str] = []
 
     def _detector(self):
         if self.detector is None:
-            from g2g.detect import FaceDetector
-
-            min_face = max(12, self.cfg.min_face // 2)  # smaller faces are then reported as face-too-small
             try:
-                self.detector = FaceDetector(self.cfg.device, min_face=min_face)
+                self.detector = open_detector(self.cfg.device, self.cfg.min_face)
             except ValueError as e:  # CUDA asked for but torch has none: detect on the CPU, like ORT falls back
                 self.notes.append(f"face detector on the CPU: {e}")
-                self.detector = FaceDetector("cpu", min_face=min_face)
+                self.detector = open_detector("cpu", self.cfg.min_face)
         return self.detector
 
     def _load(self, path: Path) -> Any:
-        try:
-            min_side = 8 if self.cfg.aligned else max(12, self.cfg.min_face // 2)
-            return load_rgb(path, max_pixels=self.cfg.max_pixels, min_side=min_side).rgb
-        except SkipImage as e:
-            return e
-        except Exception as e:  # never let one file stop the batch
-            return SkipImage("unreadable", f"{type(e).__name__}: {e}")
+        min_side = 8 if self.cfg.aligned else max(MTCNN_MIN_FACE, self.cfg.min_face // 2)
+        loaded = load_photo(path, self.cfg.max_pixels, min_side)
+        return loaded if isinstance(loaded, SkipImage) else loaded.rgb
 
     def run(self, root: Path, rels: list[str], keep_photo: bool) -> list[Source]:
         """Load and align ``rels`` (relative to ``root``), in order."""
@@ -249,11 +225,10 @@ class _Aligner:
                 self._take_aligned(out[i], loaded[i])
             return out
         from g2g.detect import DetectorError
-        from g2g.prepare import select_faces
 
         t = time.perf_counter()
         faces: list[Any] = []
-        step = 16
+        step = self.cfg.batch_size  # photos per MTCNN batch
         for j in range(0, len(ok), step):
             faces += self._detector().detect_batch([loaded[i] for i in ok[j : j + step]])
         self.seconds["detect"] += time.perf_counter() - t
@@ -264,7 +239,7 @@ class _Aligner:
             if isinstance(found, DetectorError):
                 src.reason, src.message = "detector-error", str(found)
                 continue
-            chosen, reason, message = select_faces(found or [], self.pcfg)
+            chosen, reason, message = select_faces(found or [], self.policy)
             if reason is not None:
                 src.reason, src.message = reason, message or ""
                 continue
@@ -275,15 +250,12 @@ class _Aligner:
         return out
 
     def _align(self, src: Source, rgb: np.ndarray, landmarks: np.ndarray, keep_photo: bool) -> None:
-        from g2g.align import estimate_similarity, warp_face
-
         try:
-            M = estimate_similarity(landmarks, self.template)  # (2, 3) photo -> crop
+            src.crop, M = align_photo(rgb, landmarks, self.template, self.size)
         except ValueError as e:
             src.reason, src.message = "no-face", f"degenerate landmarks ({e})"
             return
-        src.crop = warp_face(rgb, M, self.size)
-        src.affine = np.asarray(M, dtype=np.float64).tolist()
+        src.affine = M.tolist()
         src.photo = rgb if keep_photo else None
 
     def _take_aligned(self, src: Source, rgb: np.ndarray) -> None:
@@ -292,16 +264,6 @@ class _Aligner:
             src.reason, src.message = "not-aligned", f"{w}x{h} is not square: --aligned expects aligned crops (g2g prepare output)"
             return
         src.crop = resize_to_model(rgb, self.size)
-
-
-def unique_stems(rels: list[str]) -> dict[str, str]:
-    """Path without suffix for each file, ``<stem>_<ext>`` where two files differ only in extension (as prepare)."""
-    seen = Counter(Path(r).with_suffix("").as_posix() for r in rels)
-    out = {}
-    for r in rels:
-        base = Path(r).with_suffix("").as_posix()
-        out[r] = base if seen[base] == 1 else f"{base}_{Path(r).suffix.lstrip('.').lower()}"
-    return out
 
 
 def mix_folders(
@@ -321,8 +283,11 @@ def mix_folders(
             raise MixError(f"{name} {d} is not a folder")
         if out == d:
             raise MixError(f"-o OUT must differ from {name}")
-    pose_files = [p.relative_to(poses).as_posix() for p in scan_folder(poses, exclude=out)[0]]
-    id_files = [p.relative_to(ids).as_posix() for p in scan_folder(ids, exclude=out)[0]]
+    scans = {name: scan_folder(d, exclude=out) for name, d in (("POSES", poses), ("IDS", ids))}
+    pose_files = [p.relative_to(poses).as_posix() for p in scans["POSES"][0]]
+    id_files = [p.relative_to(ids).as_posix() for p in scans["IDS"][0]]
+    unused_notes = [f"{name}: {len(others)} file(s) without an image extension and {len(unused)} hidden or repeated "
+                    "entr(ies) not used" for name, (_, others, unused) in scans.items() if others or unused]
     if not pose_files:
         raise MixError(f"no images found under POSES {poses}")
     if not id_files:
@@ -336,12 +301,12 @@ def mix_folders(
     pairs = shard(plan.pairs, i, n)
 
     report = MixReport(out=out, planned=len(pairs), total_plan=len(plan.pairs), shard=f"{i}/{n}",
-                       providers=mixer.providers, device=mixer.device, note=mixer.note, notes=list(plan.notes))
+                       providers=mixer.providers, device=mixer.device, note=mixer.note, notes=list(plan.notes) + unused_notes)
     crop_mode = cfg.crop_only or cfg.aligned
     if cfg.aligned and not cfg.crop_only:
         report.notes.append("--aligned: poses are crops, so outputs are mixed crops (nothing to paste back into)")
     model_sha, set_sha = mixer.sha256, settings_sha256(cfg, mixer)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, "mix")
     atomic_write_json(out / RUN_FILE, {
         "poses_root": str(poses), "ids_root": str(ids),
         "method": mixer.name, "model_dir": str(mixer.root.resolve()) if mixer.root else None,
@@ -353,13 +318,16 @@ def mix_folders(
         "version": __version__,
     })
     manifest = out / MANIFEST
-    _drop_torn_line(manifest)
+    repair_jsonl_tail(manifest)
     last = latest_records(out)
 
     def done(pr: tuple[str, str]) -> bool:
+        """Written by the same model and settings, and the output and mixed crop still whole on disk."""
         r = last.get(pr)
         return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha
-                    and r.get("settings_sha256") == set_sha and r.get("output") and (out / r["output"]).is_file())
+                    and r.get("settings_sha256") == set_sha and r.get("output")
+                    and intact(out / r["output"], r.get("output_digest"))
+                    and (not r.get("mixed_crop") or intact(out / r["mixed_crop"], r.get("mixed_crop_digest"))))
 
     todo = [pr for pr in pairs if not done(pr)]
     report.resumed = len(pairs) - len(todo)
@@ -371,7 +339,7 @@ def mix_folders(
     aligner = _Aligner(cfg, mixer, pool)
     timings: Counter = Counter()
     ctx = _Ctx(cfg, mixer, plan, out, writer, bar, report, model_sha, set_sha, crop_mode,
-               unique_stems(pose_files), unique_stems(id_files))
+               output_stems(pose_files), output_stems(id_files))
     try:
         # identities: aligned and encoded once each, codes kept in memory
         needed = list(dict.fromkeys(ident for _, ident in todo))
@@ -440,7 +408,8 @@ class _Ctx:
         rec = {
             "status": "skipped", "reason": None, "message": "", "pose": pose, "identity": ident,
             "identity_sources": info.get("sources", list(self.plan.identities.get(ident, []))),
-            "output": None, "mixed_crop": None, "pose_crop": None, "identity_crops": info.get("crops", []),
+            "output": None, "mixed_crop": None, "output_digest": None, "mixed_crop_digest": None,
+            "pose_crop": None, "identity_crops": info.get("crops", []),
             "affine": None, "model_sha256": self.model_sha, "settings_sha256": self.set_sha,
         }
         if info.get("skipped_sources"):
@@ -533,14 +502,15 @@ class _Ctx:
         name = f"{rel.name}__{ident}"
         out_rel = (rel.parent / f"{name}.{self.cfg.fmt}").as_posix()
         if self.crop_mode:
-            atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(crop))
             mixed_rel = out_rel
+            out_digest = mixed_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(crop))
         else:
             mixed_rel = f"aligned/mixed/{(rel.parent / name).as_posix()}.png"
-            atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
+            mixed_digest = atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
             pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather, mask)  # type: ignore[arg-type]
-            atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))
+            out_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))
         self.writer.append([self.record(src.rel, ident, id_info, status="ok", output=out_rel, mixed_crop=mixed_rel,
+                                        output_digest=out_digest, mixed_crop_digest=mixed_digest,
                                         pose_crop=src.crop_rel, affine=src.affine)])
         with self.writer.lock:
             self.report.written += 1

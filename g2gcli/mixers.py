@@ -33,8 +33,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from g2g.config import AlignConfig
+from g2g.errors import G2GError
+from g2g.preprocess import DEFAULT_ZOOM
 
-METHODS = ("auto", "model", "paste", "warp-paste", "expression-paste")
+from g2g.config import METHODS
 # ``auto``: the model when one is given (--model), else this: the method with the best held-out numbers (README's
 # ablation table: expression-paste keeps more identity than the shipped 62-minute CPU model at the same expression
 # error; the model's reconstructions are closer to the photos). ``--method model`` runs the shipped model.
@@ -138,7 +140,7 @@ class PasteMixer(_Faces):
             j = closest_shape(ident.lm, pose.lm)
             if self.name == "expression-paste":
                 from g2g.appearance import pair_inputs
-                from g2g.bundle import to_image
+                from g2g.preprocess import to_image
 
                 p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1], rest_mask=pose.mask)
                 crops.append(to_image(p.base[None])[0])
@@ -169,14 +171,14 @@ class CodeMixer:
         self.providers, self.device, self.note = b.providers, b.device, b.note
 
     def encode_poses(self, crops: np.ndarray) -> list[PoseFace]:
-        from g2g.bundle import to_input
+        from g2g.preprocess import to_input
 
         content = self.bundle.encode_content(to_input(crops)) if len(crops) else []
         return [PoseFace(c, np.zeros((68, 2), np.float32), np.ones(c.shape[:2], np.float32), extra=m)
                 for c, m in zip(crops, content)]  # no landmarks needed: the decoder redraws the whole crop
 
     def encode_identities(self, groups: list[np.ndarray]) -> list[IdentityFaces]:
-        from g2g.bundle import to_input
+        from g2g.preprocess import to_input
 
         out: list[IdentityFaces | None] = [None] * len(groups)
         by_k: dict[int, list[int]] = {}
@@ -189,7 +191,7 @@ class CodeMixer:
         return out  # type: ignore[return-value]
 
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, None]:
-        from g2g.bundle import to_image
+        from g2g.preprocess import to_image
 
         content = np.stack([p.extra for p in poses])
         codes = np.stack([i.extra for i in idents])
@@ -200,17 +202,17 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
                size: int | None = None, zoom: float | None = None) -> Mixer:
     """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one)."""
     if method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise G2GError(f"--method must be one of {', '.join(METHODS)}, got {method!r}", usage=True)
     if method == "auto":
         method = "model" if model_dir is not None else DEFAULT_METHOD
     if method == "model":
         from g2g.bundle import open_bundle
 
         bundle = open_bundle(model_dir, device=device, batch_size=batch_size)
-        if bundle.model.identity_encoder == "appearance":
+        if bundle.model.masked_rest:
             from g2g.appearance import AppearanceMixer
 
             return AppearanceMixer(bundle)
         return CodeMixer(bundle)
-    align = AlignConfig(size=size or 128, zoom=zoom or 1.3)
+    align = AlignConfig(size=size or 128, zoom=zoom or DEFAULT_ZOOM)
     return PasteMixer(align, method=method)

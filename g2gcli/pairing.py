@@ -28,10 +28,14 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODES = ("all", "zip", "by-name", "random")
+from g2g.config import PAIR_MODES
+from g2g.photos import identity_of
+from g2g.errors import G2GError
+
+MODES = PAIR_MODES
 
 
-class PairingError(ValueError):
+class PairingError(G2GError):
     """A plan that cannot be built (bad mode, CSV row, shard): a one-line user error."""
 
 
@@ -42,12 +46,6 @@ class Plan:
     pairs: list[tuple[str, str]]  # (pose, identity), grouped by pose, in run order
     mode: str = "all"
     notes: list[str] = field(default_factory=list)  # e.g. unmatched poses for by-name
-
-
-def identity_of(rel: str) -> str:
-    """``alice/1.jpg`` -> ``alice``; ``bob.jpg`` -> ``bob`` (g2g prepare's rule)."""
-    parts = Path(rel).parts
-    return parts[0] if len(parts) > 1 else Path(rel).stem
 
 
 def group_identities(rels: list[str]) -> dict[str, list[str]]:

@@ -15,7 +15,9 @@ are recorded as ``not-an-image``.
 
 Resume. Lines are appended as photos finish and crops are written atomically,
 so a killed run loses at most the batch in flight; a rerun skips every source
-that already has a line (delete a photo's lines to have it redone). Options that change the output (size, zoom, faces,
+whose latest line is final: a skip for a reason about the photo, or crops still
+on disk exactly as written (size and sha256 in ``output_digest``). Write errors
+are retried; a full or read-only disk stops the run with one line. Options that change the output (size, zoom, faces,
 min_face, min_score, fmt, max_pixels) must match ``DATA/prepare_config.json``.
 
 Pipeline. Decoding runs in a thread pool (``workers``) a few batches ahead of
@@ -37,15 +39,16 @@ from typing import Any, Iterator
 import numpy as np
 
 from g2g import __version__
-from g2g.config import PrepareConfig
-from g2g.fsutil import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl, safe_join
-from g2g.images import LoadedImage, SkipImage, load_rgb, scan_folder
-from g2g.progress import BatchProgress
+from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
+from g2g.fsutil import DISK_ERRNOS, append_jsonl, claim_output, intact, atomic_save_image, atomic_write_json, read_jsonl, repair_jsonl_tail, safe_join
+from g2g.images import REASONS, LoadedImage, SkipImage, scan_folder
+from g2g.photos import FacePolicy, align_photo, identity_of, load_photo, open_detector, output_stems, select_faces
+from g2g.progress import BatchProgress, summary_table
+from g2g.errors import G2GError, check_options
 
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "prepare_config.json"
-FACE_POLICIES = ("largest", "all", "skip-multiple")
-FORMATS = ("png", "jpg")
+FORMATS = PREPARE_FORMATS
 # Options whose change would mix two kinds of crops in one DATA folder.
 OUTPUT_KEYS = ("size", "zoom", "faces", "min_face", "min_score", "fmt", "max_pixels")
 # Every manifest line has exactly these keys (None where not applicable).
@@ -68,12 +71,13 @@ MANIFEST_KEYS = {
     "image_size": (list, type(None)),  # [width, height] after EXIF rotation
     "conversions": list,  # e.g. ["exif-rotated (orientation 6)", "converted from CMYK"]
     "output": (str, type(None)),  # crop path relative to DATA
+    "output_digest": (dict, type(None)),  # {"bytes", "sha256"} of the crop as written: a resume redoes a damaged one
     "size": int,  # crop side, px
     "zoom": float,  # template zoom (g2g.config.AlignConfig)
 }
 
 
-class PrepareError(ValueError):
+class PrepareError(G2GError):
     """A problem with the whole run (bad SRC, config mismatch): a one-line user error."""
 
 
@@ -82,6 +86,7 @@ class PrepareReport:
     out: Path
     n_sources: int = 0  # source files seen in SRC (images and others)
     n_resumed: int = 0  # already in the manifest, not redone
+    n_redone: int = 0  # in the manifest, but redone: a write error last time, or a crop since damaged or deleted
     n_processed: int = 0  # handled by this run
     n_ok: int = 0  # photos of this run with at least one crop written
     n_crops: int = 0  # crops written by this run
@@ -91,6 +96,7 @@ class PrepareReport:
     elapsed: float = 0.0  # s, this run
     timings: dict[str, float] = field(default_factory=dict)  # s: decode (thread time), wait, detect, align_write
     device: str = ""
+    preview: Path | None = None  # DATA/preview.jpg: crops per identity and the skipped photos by reason
 
     @property
     def images_per_s(self) -> float:
@@ -107,36 +113,29 @@ class PrepareReport:
 
     def table(self):
         """A rich table: ok and each skip reason, this run and the whole DATA folder."""
-        from rich.table import Table
-
-        t = Table(title=f"g2g prepare -> {self.out}", title_justify="left")
-        t.add_column("status")
-        t.add_column("this run", justify="right")
-        t.add_column("in DATA", justify="right")
+        t = summary_table(f"g2g prepare -> {self.out}", ["status", "this run", "in DATA"])
         t.add_row("[green]ok[/green]", str(self.n_ok), str(self.total_ok))
         for reason in sorted(set(self.total_skipped) | set(self.skipped)):
             t.add_row(f"[yellow]skipped: {reason}[/yellow]", str(self.skipped[reason]), str(self.total_skipped[reason]))
+        if self.n_redone:
+            t.add_row("redone (a write error, or a crop since damaged or deleted)", str(self.n_redone), "")
         t.add_row("resumed (already done)", str(self.n_resumed), "", end_section=True)
         t.add_row("aligned", "", f"{100 * self.aligned_fraction:.1f}%")
-        t.add_row("speed", f"{self.images_per_s:.1f} img/s", f"{self.elapsed:.0f} s on {self.device or '-'}")
+        if self.n_processed:
+            t.add_row("speed", f"{self.images_per_s:.1f} img/s", f"{self.elapsed:.0f} s on {self.device or '-'}")
+        else:
+            t.add_row("speed", "nothing left to do", f"{self.elapsed:.1f} s")
         return t
 
 
 def _check_config(cfg: PrepareConfig) -> None:
-    if not 64 <= cfg.size <= 256:
-        raise PrepareError(f"--size must be between 64 and 256, got {cfg.size}")
-    if cfg.faces not in FACE_POLICIES:
-        raise PrepareError(f"--faces must be one of {', '.join(FACE_POLICIES)}, got {cfg.faces!r}")
-    if cfg.fmt not in FORMATS:
-        raise PrepareError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
-    if not 0 < cfg.zoom <= 4:
-        raise PrepareError(f"zoom must be in (0, 4], got {cfg.zoom}")
-    if not 0 <= cfg.min_score <= 1:
-        raise PrepareError(f"--min-score must be in [0, 1], got {cfg.min_score}")
-    if cfg.min_face < 12:
-        raise PrepareError(f"--min-face must be at least 12 px (MTCNN's window), got {cfg.min_face}")
-    if cfg.batch_size < 1 or cfg.workers < 1:
-        raise PrepareError("--batch-size and workers must be at least 1")
+    check_options([
+        (64 <= cfg.size <= 256, f"--size must be between 64 and 256, got {cfg.size}"),
+        (cfg.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
+        (0 < cfg.zoom <= 4, f"zoom must be in (0, 4], got {cfg.zoom}"),
+        (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
+    ], PrepareError)
+    FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
 
 
 def _config_record(cfg: PrepareConfig) -> dict[str, Any]:
@@ -164,57 +163,37 @@ def _open_output(out: Path, cfg: PrepareConfig) -> None:
     atomic_write_json(path, _config_record(cfg))
 
 
-def _drop_torn_line(manifest: Path) -> None:
-    """Cut a line left half-written by a killed run, so the next append starts on a fresh line."""
-    if not manifest.exists():
-        return
-    with open(manifest, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+RETRIED = ("write-error", "detector-error")  # verdicts on the run, not on the photo: a rerun tries again
 
 
-def _identity(rel: Path) -> str:
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+def current_records(recs: Iterator[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Source -> the lines of its latest attempt (a redone photo's new lines replace its old ones)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        src = r.get("source")
+        if r.get("face_index") in (None, 0) or src not in out:  # a new attempt starts with face 0 or a skip line
+            out[src] = [r]
+        else:
+            out[src].append(r)
+    return out
 
 
-def _output_stems(rels: list[Path]) -> dict[Path, Path]:
-    """Source rel path -> output rel path without suffix; same-stem clashes get ``_<ext>``."""
-    stems = Counter(r.with_suffix("") for r in rels)
-    return {r: r.with_suffix("") if stems[r.with_suffix("")] == 1 else r.with_name(f"{r.stem}_{r.suffix.lstrip('.').lower()}")
-            for r in rels}
+def _final(recs: list[dict[str, Any]], out: Path) -> bool:
+    """Is this source done: skipped for a reason about the photo, or every crop still on disk, whole."""
+    if recs[0].get("status") != "ok":
+        return recs[0].get("reason") not in RETRIED
+    return all(r.get("output") and intact(out / r["output"], r.get("output_digest")) for r in recs)
 
 
 def _record(rel: Path, cfg: PrepareConfig, **kw: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {k: None for k in MANIFEST_KEYS}
-    rec.update(source=rel.as_posix(), identity=_identity(rel), conversions=[], size=cfg.size, zoom=float(cfg.zoom))
+    rec.update(source=rel.as_posix(), identity=identity_of(rel), conversions=[], size=cfg.size, zoom=float(cfg.zoom))
     rec.update(kw)
     return rec
 
 
 def _r(a: np.ndarray | list | tuple, nd: int = 2) -> list:
     return np.round(np.asarray(a, dtype=np.float64), nd).tolist()
-
-
-def select_faces(faces: list, cfg: PrepareConfig) -> tuple[list, str | None, str | None]:
-    """Apply the --faces/--min-score/--min-face policy -> (accepted by area, reason, message).
-
-    Accepted faces are sorted by decreasing box area; with ``largest`` only the
-    first is kept. A rejection names the most specific reason.
-    """
-    if not faces:
-        return [], "no-face", "MTCNN found no face"
-    scored = [f for f in faces if f.score >= cfg.min_score]
-    if not scored:
-        best = max(f.score for f in faces)
-        return [], "low-score", f"{len(faces)} face(s), best score {best:.3f} < min_score {cfg.min_score}"
-    accepted = sorted((f for f in scored if f.side >= cfg.min_face), key=lambda f: -f.area)
-    if not accepted:
-        big = max(f.side for f in scored)
-        return [], "face-too-small", f"largest confident face {big:.1f} px < min_face {cfg.min_face}"
-    if cfg.faces == "skip-multiple" and len(accepted) > 1:
-        return [], "multiple-faces", f"{len(accepted)} faces pass min_score and min_face"
-    return (accepted[:1] if cfg.faces in ("largest", "skip-multiple") else accepted), None, None
 
 
 def _prefetch(pool: ThreadPoolExecutor, paths: list[Path], ahead: int, fn) -> Iterator[tuple[Path, Any]]:
@@ -245,19 +224,22 @@ def prepare_folder(
         raise PrepareError(f"SRC {src} is not a folder")
     if out == src:
         raise PrepareError("-o DATA must differ from SRC")
-    images, others = scan_folder(src, exclude=out)
+    images, others, unused = scan_folder(src, exclude=out)
     if not images:
         raise PrepareError(f"no images found under {src}" + (f" ({len(others)} non-image files)" if others else ""))
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, "prepare")
     _open_output(out, cfg)
     manifest = out / MANIFEST
-    _drop_torn_line(manifest)
-    done = {rec.get("source") for rec in read_jsonl(manifest)}
+    repair_jsonl_tail(manifest)
+    current = current_records(read_jsonl(manifest))
+    done = {src for src, recs in current.items() if _final(recs, out)}
 
     rels = {p: p.relative_to(src) for p in images + others}
-    report = PrepareReport(out=out, n_sources=len(rels))
-    report.n_resumed = sum(r.as_posix() in done for r in rels.values())
-    stems = _output_stems([rels[p] for p in images])
+    report = PrepareReport(out=out, n_sources=len(rels) + len(unused))
+    report.n_resumed = sum(r.as_posix() in done for r in rels.values()) + sum(
+        p.relative_to(src).as_posix() in done for p, _ in unused)
+    report.n_redone = sum(r.as_posix() in current and r.as_posix() not in done for r in rels.values())
+    stems = {Path(r): Path(s) for r, s in output_stems([rels[p].as_posix() for p in images]).items()}
     ext = "." + cfg.fmt
     acfg = cfg.align()
     template = np.asarray(acfg.template())
@@ -267,6 +249,8 @@ def prepare_folder(
         _record(rels[p], cfg, status="skipped", reason="not-an-image", message=f"extension {p.suffix or '(none)'!r} is not an image type")
         for p in others if rels[p].as_posix() not in done
     ]
+    lines += [_record(p.relative_to(src), cfg, status="skipped", reason=reason, message=REASONS[reason])
+              for p, reason in unused if p.relative_to(src).as_posix() not in done]
     append_jsonl(manifest, lines)
     report.skipped.update(r["reason"] for r in lines)
     report.n_processed += len(lines)
@@ -278,21 +262,14 @@ def prepare_folder(
     def load(p: Path) -> LoadedImage | SkipImage:
         t = time.perf_counter()
         try:
-            return load_rgb(p, max_pixels=cfg.max_pixels, min_side=cfg.min_face)
-        except SkipImage as e:
-            return e
-        except Exception as e:  # never let one file stop the batch
-            return SkipImage("unreadable", f"{type(e).__name__}: {e}")
+            return load_photo(p, cfg.max_pixels, cfg.min_face)
         finally:
             with lock:
                 timings["decode"] += time.perf_counter() - t
 
     if todo and detector is None:
-        from g2g.detect import FaceDetector
-
-        # search faces down to half of min_face so smaller ones are reported as face-too-small, not no-face
         try:
-            detector = FaceDetector(cfg.device, min_face=max(12, cfg.min_face // 2))
+            detector = open_detector(cfg.device, cfg.min_face)
         except ValueError as e:
             raise PrepareError(str(e)) from None
     report.device = getattr(detector, "device", "") or ""
@@ -334,9 +311,9 @@ def prepare_folder(
 
     report.elapsed = time.perf_counter() - t_start
     report.timings = dict(timings)
-    seen: dict[str, dict] = {}
-    for rec in read_jsonl(manifest):  # whole-folder totals, one status per source
-        seen.setdefault(rec["source"], rec)
+    current = current_records(read_jsonl(manifest))
+    seen = {src: recs[0] for src, recs in current.items()}  # one status per source
+    report.preview = write_preview(src, out, current)
     report.total_ok = sum(r["status"] == "ok" for r in seen.values())
     report.total_skipped = Counter(r["reason"] for r in seen.values() if r["status"] != "ok")
     return report
@@ -349,7 +326,7 @@ def _process_one(
     """Manifest lines of one source photo, writing its crops."""
     from PIL import Image
 
-    from g2g.align import estimate_similarity, outside_fraction, transform_points, warp_face
+    from g2g.align import outside_fraction, transform_points
     from g2g.detect import DetectorError
     from g2g.landmarks import landmarks68
 
@@ -360,7 +337,7 @@ def _process_one(
     if isinstance(faces, DetectorError):
         return [_record(rel, cfg, status="skipped", reason="detector-error", message=str(faces), **base)]
     faces = faces or []
-    chosen, reason, message = select_faces(faces, cfg)
+    chosen, reason, message = select_faces(faces, FacePolicy.of(cfg, FACE_POLICIES))
     base["n_faces"] = len(faces)
     base["n_accepted"] = sum(f.score >= cfg.min_score and f.side >= cfg.min_face for f in faces)
     if reason is not None:
@@ -373,31 +350,71 @@ def _process_one(
         name = stem.with_name(f"{stem.name}_{k}") if cfg.faces == "all" else stem
         out_rel = name.with_name(name.name + ext)  # not with_suffix: a stem may hold dots
         try:
-            M = estimate_similarity(face.landmarks, template)  # (2, 3) photo -> crop
-            crop = warp_face(loaded.rgb, M, cfg.size)  # (size, size, 3) uint8
-            atomic_save_image(safe_join(out, out_rel), Image.fromarray(crop))
-        except (OSError, ValueError) as e:
+            crop, M = align_photo(loaded.rgb, face.landmarks, template, cfg.size)  # (S, S, 3) uint8, photo -> crop
+        except ValueError as e:
+            return [_record(rel, cfg, status="skipped", reason="no-face", message=f"degenerate landmarks ({e})", **base)]
+        try:
+            written = atomic_save_image(safe_join(out, out_rel), Image.fromarray(crop))
+        except OSError as e:
+            if e.errno in DISK_ERRNOS:  # the disk, not the photo: stop here with one line; a rerun resumes
+                raise
             return [_record(rel, cfg, status="skipped", reason="write-error", message=f"{type(e).__name__}: {e}", **base)]
         recs.append(_record(
             rel, cfg, status="ok", face_index=k, box=_r(face.box), landmarks=_r(face.landmarks),
             crop_landmarks=_r(transform_points(M, face.landmarks)),
             crop_landmarks68=_r(landmarks68(crop, cfg.zoom)[0], 1), score=float(face.score),
-            affine=np.asarray(M, dtype=np.float64).tolist(), outside=round(outside_fraction((h, w), M, cfg.size), 4),
-            output=out_rel.as_posix(), **base,
+            affine=M.tolist(), outside=round(outside_fraction((h, w), M, cfg.size), 4),
+            output=out_rel.as_posix(), output_digest=written, **base,
         ))
     return recs
 
 
+PREVIEW_FILE = "preview.jpg"
+
+
+def write_preview(src: Path, out: Path, current: dict[str, list[dict[str, Any]]], n: int = 6) -> Path | None:
+    """DATA/preview.jpg: aligned crops of the first ``n`` identities (a row each), then a row per skip reason with
+    the photos it hit (letterboxed to a square, so the sheet shows what the detector saw)."""
+    from PIL import Image
+
+    from g2g.sheets import contact_sheet
+
+    by_id: dict[str, list[str]] = {}
+    by_reason: dict[str, list[str]] = {}
+    for source, recs in sorted(current.items()):
+        if recs[0]["status"] == "ok":
+            by_id.setdefault(str(recs[0]["identity"]), []).extend(r["output"] for r in recs)
+        else:
+            by_reason.setdefault(str(recs[0]["reason"]), []).append(source)
+    rows, labels = [], []
+
+    def read(path: Path, square: bool) -> np.ndarray | None:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if square:  # letterbox: the whole photo, grey bars
+                    side = max(im.size)
+                    canvas = Image.new("RGB", (side, side), (200, 200, 200))
+                    canvas.paste(im, ((side - im.size[0]) // 2, (side - im.size[1]) // 2))
+                    im = canvas.resize((128, 128), Image.Resampling.BILINEAR)
+                return np.asarray(im)
+        except Exception:  # an unreadable photo is what its row says: an empty cell
+            return None
+
+    for name, outs in list(by_id.items())[:n]:
+        rows.append([read(out / o, False) for o in outs[:n]])
+        labels.append(name)
+    for reason, sources in sorted(by_reason.items()):
+        rows.append([read(src / s, True) for s in sources[:n]])
+        labels.append(f"skipped: {reason} ({len(sources)})")
+    if not rows:
+        return None
+    path = out / PREVIEW_FILE
+    atomic_save_image(path, contact_sheet(rows, labels, cell=128))
+    return path
+
+
 def read_manifest(data: str | Path, ok_only: bool = True) -> list[dict[str, Any]]:
-    """Manifest lines of a prepared DATA folder (only written crops by default), in file order."""
-    recs = list(read_jsonl(Path(data) / MANIFEST))
+    """The current manifest lines of a prepared DATA folder (only written crops by default): each source's latest."""
+    recs = [r for lines in current_records(read_jsonl(Path(data) / MANIFEST)).values() for r in lines]
     return [r for r in recs if r.get("status") == "ok"] if ok_only else recs
-
-
-def main_summary(report: PrepareReport) -> str:
-    """One line for logs."""
-    return (
-        f"{report.total_ok}/{report.total} aligned ({100 * report.aligned_fraction:.1f}%), "
-        f"{report.n_processed} processed in {report.elapsed:.1f} s ({report.images_per_s:.1f} img/s)"
-    )
-

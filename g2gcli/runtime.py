@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from g2g.errors import G2GError
+
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-class DeviceError(ValueError):
+class DeviceError(G2GError):
     """A device string that is not ``auto``, ``cpu`` or ``cuda[:N]``."""
 
 
@@ -40,6 +42,22 @@ def parse_device(device: str) -> tuple[str, int]:
     if not m or (m.group(2) is not None and m.group(1) != "cuda"):
         raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     return m.group(1), int(m.group(2) or 0)
+
+
+def torch_device(device: str = "auto", local_rank: int = 0) -> str:
+    """The torch device for ``device`` (torch is imported here, for the GPU check): ``auto`` is
+    ``cuda:<local_rank>`` when torch sees a GPU, else ``cpu``; plain ``cuda`` is ``cuda:<local_rank>``.
+    DeviceError when CUDA is asked for and torch has none."""
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        if kind == "auto":
+            return "cpu"
+        raise DeviceError(f"device {device!r} asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
+    return f"cuda:{index if ':' in str(device) else local_rank}"
 
 
 def cuda_device_count() -> tuple[int, str]:

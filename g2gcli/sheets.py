@@ -7,7 +7,8 @@ with a cross, so a skipped face is visible rather than silently closing the gap.
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -90,3 +91,14 @@ def contact_sheet(
             else:
                 sheet.paste(_cell_image(a, cell), (x, y))
     return sheet
+
+
+def save_figure(fig: Any, path: Path, **savefig: Any) -> None:
+    """A matplotlib Figure as a PNG at ``path``, written atomically."""
+    import io
+
+    from g2g.fsutil import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -19,9 +19,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from g2g.fsutil import sha256_file
+from g2g.errors import G2GError
 
 
-class WeightsError(Exception):
+class WeightsError(G2GError):
     """A model file is missing, unreadable or not the expected one (one-line message)."""
 
 
@@ -91,9 +92,18 @@ def torch_cache_dir() -> Path:
     return Path(os.path.expanduser(home)) / "checkpoints"
 
 
+WEIGHTS_DIR_ENV = "G2G_WEIGHTS_DIR"  # a folder holding weight files by their own names (a machine without the packages)
+
+
 def path_of(name: str) -> Path:
-    """Where the file ``name`` is expected (not checked)."""
+    """Where the file ``name`` is expected (not checked): ``$G2G_WEIGHTS_DIR/<file name>`` when that file exists
+    (the GPU kit carries weights there; the sha256 check is the same), else inside its package or the cache."""
     w = _entry(name)
+    override = os.environ.get(WEIGHTS_DIR_ENV)
+    if override:
+        candidate = Path(override) / (Path(w.relpath).name if w.package else w.cache_name)
+        if candidate.is_file():
+            return candidate
     if w.package:
         spec = find_spec(w.package)
         if spec is None or not spec.submodule_search_locations:
@@ -124,15 +134,25 @@ def verify(name: str, path: Path) -> Path:
     return path
 
 
-def locate(name: str, download: bool = True) -> Path:
-    """Path of the verified file ``name``; optional files are downloaded into the cache when absent."""
+DOWNLOAD_ENV = "G2G_ALLOW_DOWNLOAD"  # set to 1 (or pass --allow-download) to fetch optional weights
+
+
+def downloads_allowed() -> bool:
+    """Optional weights are fetched only when asked for: an offline machine gets one clear line, not a timeout."""
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "yes", "true")
+
+
+def locate(name: str, download: bool | None = None) -> Path:
+    """Path of the verified file ``name``; an optional file absent from the cache is downloaded when ``download``
+    (default: :func:`downloads_allowed`)."""
     w = _entry(name)
     path = path_of(name)
     if not path.is_file():
         if w.url is None:
             raise WeightsError(f"{name}: {path} is missing ({w.use})")
-        if not download:
-            raise WeightsError(f"{name}: {path} is missing and downloads are off; fetch {w.url} there by hand")
+        if not (downloads_allowed() if download is None else download):
+            raise WeightsError(f"{name}: {path} is missing and downloads are off; pass --allow-download (or set "
+                               f"{DOWNLOAD_ENV}=1) with a network, or fetch {w.url} there by hand")
         _download(w, path)
     return verify(name, path)
 

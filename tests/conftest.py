@@ -72,3 +72,34 @@ def prepared_small(tmp_path_factory, raw_small) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare_folder(raw_small, out, PrepareConfig(size=64), progress=False)
     return out
+
+
+def cli_error(res, code: int, match: str = "") -> str:
+    """The one-line error of a CliRunner result that must have failed with exit status ``code``."""
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == code, (res.exit_code, res.output)
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert match in lines[0], (match, lines[0])
+    return lines[0]
+
+
+def crop_folders(tmp: Path, prepared: Path, n: int) -> tuple[Path, Path]:
+    """tmp/poses and tmp/ids, each holding the first ``n`` crops of a prepare folder (for mix --aligned)."""
+    crops = sorted(prepared.rglob("*.png"))[:n]
+    folders = (tmp / "poses", tmp / "ids")
+    for d in folders:
+        d.mkdir()
+        for f in crops:
+            shutil.copy(f, d / f"{f.parent.name}_{f.name}")
+    return folders
+
+
+def resum_bundle(model_dir: Path, meta_text: str) -> None:
+    """Rewrite a bundle's SHA256SUMS line for an edited g2g_model.json (what a determined hand edit would do)."""
+    import hashlib
+
+    from g2g.bundle import META_FILE, SUMS_FILE
+
+    lines = [ln for ln in (model_dir / SUMS_FILE).read_text().splitlines() if not ln.endswith(META_FILE)]
+    lines.append(f"{hashlib.sha256(meta_text.encode()).hexdigest()}  {META_FILE}")
+    (model_dir / SUMS_FILE).write_text("\n".join(lines) + "\n")

@@ -96,7 +96,7 @@ def test_warp_moves_landmarks_onto_their_targets(faces):
 
 
 def test_expression_measure_zero_for_identical_and_large_for_an_open_mouth(faces):
-    from g2g.eval_expression import expression_error
+    from g2g.eval.expression import expression_error
     from g2g.facegeom import warp_to
     from g2g.landmarks import interocular68, landmarks68
 
@@ -158,14 +158,17 @@ def test_identity_loss_on_random_views_is_finite_with_a_gradient():
     assert (a - b).abs().mean() > 1e-3  # each call is a different view
 
 
-def test_untrained_generator_is_the_warped_paste_and_gradients_reach_every_part():
+@pytest.mark.parametrize("encoder", ["appearance", "pooled", "dlib"])
+def test_untrained_generator_is_its_base_and_gradients_reach_every_part(encoder):
     import torch
 
     from g2g.config import model_preset
     from g2g.train.appearance_model import AppearanceGenerator
 
-    g = AppearanceGenerator(model_preset("appearance-tiny"))
+    g = AppearanceGenerator(model_preset("appearance-tiny", identity_encoder=encoder))
     content, ident, base = torch.randn(2, 10, 32, 32), torch.randn(2, 3, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    if encoder == "dlib":
+        ident = torch.randn(2, 3, 128)  # training reads the cached embeddings
     assert torch.equal(g(content, ident, base), base)  # zero-initialised head: the residual starts at 0
     with torch.no_grad():
         g.decoder.head.weight.normal_(0, 0.01)
@@ -173,7 +176,8 @@ def test_untrained_generator_is_the_warped_paste_and_gradients_reach_every_part(
     (out - base).square().mean().backward()
     for name, p in g.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert g.content_encoder.stem[0].weight.grad.abs().sum() > 0 and g.class_encoder.net.stem[0].weight.grad.abs().sum() > 0
+    first = g.class_encoder.heads.mlp[0] if encoder == "dlib" else g.class_encoder.net.stem[0]
+    assert g.content_encoder.stem[0].weight.grad.abs().sum() > 0 and first.weight.grad.abs().sum() > 0
 
 
 def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, faces):
@@ -209,7 +213,7 @@ def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, fa
         between = np.abs(img[("pose0.png", "id0")] - img[("pose0.png", "id1")]).mean()
         assert between > 5  # another identity column, another face
     from g2g.config import EvalConfig
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     rep = evaluate(tmp_path / "warp-paste", ["id-retrieval", "expression"], EvalConfig(baselines=True, max_pairs=50))
     base = rep.results["baselines"]
@@ -262,6 +266,47 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
     recs = [json.loads(line) for line in open(out / "manifest.jsonl")]
     a, b = (np.asarray(Image.open(out / r["output"])).astype(int) for r in recs)
     assert np.abs(a - b).mean() > 1  # the identity input changes the output
+
+
+@pytest.mark.parametrize("encoder", ["pooled", "dlib"])
+def test_pooled_identity_encoders_train_export_and_follow_the_code(tmp_path, prepared_small, one_thread, encoder):
+    """The masked-rest recipe with a pooled identity code: trains, exports (fp16 parity, dlib inside the class
+    encoder), maps back for --init-from, and its output moves with the identity input alone."""
+    from g2g.bundle import open_bundle
+    from g2g.export.onnx_export import export_bundle
+    from g2g.train.init_weights import load_init_weights
+    from g2g.train.trainer import build_config, train
+
+    cfg = build_config(prepared_small, preset="appearance-tiny", size=32, identity_encoder=encoder, steps=2,
+                       batch_size=2, workers=0, log_every=1, sample_every=2, checkpoint_every=2, optimizer="adam",
+                       lr_gen=1e-3, gamma_cyc=1.0, delta_id=0.0, alpha_vgg=0.0, val_fraction=0.34)
+    seen: list[dict] = []
+    train(prepared_small, tmp_path / "run", cfg, progress=False, on_step=lambda s, t: seen.append(t))
+    assert {"self", "cyc"} <= set(seen[0]) and all(np.isfinite(list(t.values())).all() for t in seen)
+    if encoder == "dlib":  # the frozen embeddings were computed once and cached in the run
+        assert (tmp_path / "run" / "cache" / "dlib_embeddings.npz").is_file()
+    rep = export_bundle(tmp_path / "run", tmp_path / "model", fp16=True, check_images=prepared_small, identity=False)
+    assert all(rep.parity[k] <= rep.bounds[k] for k in rep.parity) and set(rep.parity) >= {"class_encoder", "mix"}
+    init = load_init_weights(tmp_path / "model")
+    assert init.model.identity_encoder == encoder
+    bundle = open_bundle(tmp_path / "model")
+    s = bundle.size
+    rng = np.random.default_rng(0)
+    from g2g.appearance import CONTENT_CHANNELS
+
+    content = np.repeat(rng.uniform(-1, 1, (1, CONTENT_CHANNELS, s, s)).astype(np.float32), 2, 0)
+    base = np.zeros((2, 3, s, s), np.float32)
+    from PIL import Image
+
+    from g2g.preprocess import resize_to_model, to_input
+
+    people = sorted(p for p in prepared_small.iterdir() if p.is_dir())
+    crops = [np.asarray(Image.open(sorted(d.glob("*.png"))[0]).convert("RGB")) for d in people[:2]]
+    ids = np.stack([to_input(resize_to_model(c, s)[None]) for c in crops])  # (2, 1, 3, S, S): two people
+    a = bundle._run_all("class_encoder", {"images": ids})
+    assert all(x.shape[2:] == (1, 1) for x in a)  # one pooled code per scale
+    out = bundle.generate(content, ids, base)  # same rest, two identity inputs
+    assert np.abs(out[0] - out[1]).max() > 0  # two steps from the zero head: the code already reaches the output
 
 
 def test_shipped_model_is_an_appearance_bundle_that_follows_the_identity(faces):

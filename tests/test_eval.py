@@ -1,6 +1,6 @@
 """``g2g eval``: metric functions on known numbers, then the evaluator on constructed mix folders.
 
-The constructed OUT folders follow the mix output format of notes/interfaces.md,
+The constructed OUT folders follow the output format g2g mix writes (g2gcli/mix.py),
 built from real aligned crops (``prepared_small``, skipped without ../shared) so
 the real identity network and the real MTCNN measure them.
 """
@@ -8,13 +8,12 @@ the real identity network and the real MTCNN measure them.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from g2g import metrics as M
+from g2g.eval import metrics as M
 
 # --- metrics.py ---------------------------------------------------------------------------------------------------
 
@@ -106,7 +105,7 @@ def _crops_by_identity(prepared: Path) -> dict[str, list[Path]]:
 
 def make_mix_out(out: Path, pairs: list[tuple[Path, str, Path]], gallery: dict[str, list[Path]], size: int = 64,
                  skipped: int = 1, missing: int = 0) -> Path:
-    """A mix OUT per notes/interfaces.md: ``pairs`` = (pose crop, identity, mixed crop), crops copied in.
+    """A mix OUT as g2g mix writes it: ``pairs`` = (pose crop, identity, mixed crop), crops copied in.
 
     Pose rel paths keep a per-person folder (``<person>/<stem>.jpg``), as a celeba-wild POSES folder would.
     ``skipped`` adds that many "skipped" lines; ``missing`` ok lines whose mixed crop is absent.
@@ -172,7 +171,7 @@ def _cfg(tmp: Path, **kw):
 
 
 def test_identical_images_give_similarity_one_and_zero_landmark_error(crops, tmp_path):
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     names = list(crops)[:4]
     gallery = {n: [crops[n][0]] for n in names}  # one crop per identity: its mean is the crop itself
@@ -199,6 +198,10 @@ def test_identical_images_give_similarity_one_and_zero_landmark_error(crops, tmp
     assert sum(",eval:missing-crop" in r for r in csv_rows) == 1
     for f in ("id_sim_hist.png", "examples.png", "report.json", "per_image.csv"):
         assert (tmp_path / "eval" / f).stat().st_size > 0
+    # a later run of fewer metrics into the same folder keeps the earlier ones in report.json
+    evaluate(out, ["pose"], _cfg(tmp_path))
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert {"id-sim", "id-retrieval", "pose"} <= set(saved["results"]) and "id-sim" in saved["kept_from_earlier_run"]
 
 
 def _good_and_swapped(crops, tmp_path):
@@ -212,7 +215,7 @@ def _good_and_swapped(crops, tmp_path):
 
 
 def test_swapped_identities_are_detected(crops, tmp_path):
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     good_out, swapped_out = _good_and_swapped(crops, tmp_path)
     good = evaluate(good_out, ["id-sim", "id-retrieval"], _cfg(tmp_path / "g"))
@@ -233,7 +236,7 @@ def test_swapped_identities_are_detected(crops, tmp_path):
 
 
 def test_every_metric_handles_an_all_skipped_run(crops, tmp_path):
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     names = list(crops)[:3]
     out = make_mix_out(tmp_path / "none", [], {n: crops[n][:2] for n in names}, skipped=3)
@@ -250,7 +253,8 @@ def test_every_metric_handles_an_all_skipped_run(crops, tmp_path):
 def test_cli_eval_and_one_line_errors(crops, tmp_path):
     from typer.testing import CliRunner
 
-    from g2g.cli import G2GError, app
+    from conftest import cli_error
+    from g2g.cli import app
 
     good_out, _ = _good_and_swapped(crops, tmp_path)
     runner = CliRunner()
@@ -260,15 +264,14 @@ def test_cli_eval_and_one_line_errors(crops, tmp_path):
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["metrics"] == ["id-retrieval"] and data["networks"][0]["name"] == "dlib"
     assert (tmp_path / "ev" / "per_image.csv").exists()
-    for args in (["--metric", "nonsense"], ["--metric", "recon"], ["--eval-net", "arcface"]):
-        res = runner.invoke(app, ["eval", str(good_out), *args])
-        assert isinstance(res.exception, G2GError), (args, res.output)
-    res = runner.invoke(app, ["eval", str(tmp_path), "--metric", "id-sim"])
-    assert isinstance(res.exception, G2GError) and "neither" in str(res.exception)
+    cli_error(runner.invoke(app, ["eval", str(good_out), "--metric", "nonsense"]), 2, "--metric")  # a usage error
+    cli_error(runner.invoke(app, ["eval", str(good_out), "--eval-net", "arcface"]), 2, "--eval-net")
+    cli_error(runner.invoke(app, ["eval", str(good_out), "--metric", "recon"]), 3)  # recon of a mix folder: bad input
+    cli_error(runner.invoke(app, ["eval", str(tmp_path), "--metric", "id-sim"]), 3, "neither")
 
 
 def test_facenet_without_weights_is_a_one_line_error(crops, tmp_path):
-    from g2g.evaluate import EvalError, evaluate
+    from g2g.eval import EvalError, evaluate
     from g2g.weights import path_of
 
     if path_of("facenet-vggface2").is_file():
@@ -305,7 +308,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path):
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     ids = sorted({r.parent.name for v in _crops_by_identity(prepared_small).values() for r in v})
     split = tmp_path / "run"
@@ -327,7 +330,7 @@ def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path):
 
 def test_recon_without_lpips_reports_it_unavailable(tiny_bundle, prepared_small, tmp_path, monkeypatch):
     import g2g.train.perceptual as perceptual
-    from g2g.evaluate import evaluate
+    from g2g.eval import evaluate
 
     def broken(*a, **k):
         raise ImportError("No module named 'torch'")

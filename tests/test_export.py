@@ -76,7 +76,8 @@ def test_fp32_parity_on_real_faces(bundle32):
 def test_bundle_files_are_single_checked_and_summed(bundle32):
     out, rep = bundle32
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([*PARTS, "identity.onnx", "g2g_model.json", "SHA256SUMS"])  # no sidecars, no staging left
+    # no sidecars, no staging left; the folder marker says which verb made it
+    assert names == sorted([*PARTS, "identity.onnx", "g2g_model.json", "SHA256SUMS", ".g2g-folder.json"])
     for name in [*PARTS, "identity.onnx"]:
         model = onnx.load(str(out / name), load_external_data=False)
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
@@ -173,7 +174,7 @@ def test_parity_bound_is_enforced(tmp_path, run_dir, monkeypatch):
         export_bundle(run_dir / "checkpoints" / "last.pt", tmp_path / "m", identity=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "m" / "g2g_model.json").exists()  # a failed export is not a bundle
-    assert list((tmp_path / "m").iterdir()) == []  # and leaves no staging folder behind
+    assert [p.name for p in (tmp_path / "m").iterdir()] == [".g2g-folder.json"]  # and leaves no staging folder behind
 
 
 def test_tampered_or_missing_files_are_named(tmp_path, bundle16):

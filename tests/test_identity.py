@@ -215,6 +215,10 @@ def test_missing_optional_weights_offline(tmp_path, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
+    monkeypatch.delenv(weights.DOWNLOAD_ENV, raising=False)
+    with pytest.raises(WeightsError, match="downloads are off; pass --allow-download"):  # the default: no network
+        weights.locate("facenet-vggface2")
+    monkeypatch.setenv(weights.DOWNLOAD_ENV, "1")  # --allow-download, on a machine whose network is down
     with pytest.raises(WeightsError, match="facenet-vggface2: not available offline"):
         weights.locate("facenet-vggface2")
     with pytest.raises(WeightsError, match="not available offline"):

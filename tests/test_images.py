@@ -153,6 +153,9 @@ def test_scan_folder_reports_non_images(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "crop.png").write_bytes(b"x")
-    images, others = scan_folder(tmp_path, exclude=tmp_path / "out")
+    images, others, unused = scan_folder(tmp_path, exclude=tmp_path / "out")
     assert [p.relative_to(tmp_path).as_posix() for p in images] == ["a/1.png", "b/2.JPG", "top.jpeg"]
     assert [p.relative_to(tmp_path).as_posix() for p in others] == ["a/notes.txt"]
+    # hidden files are not used, and said so (the output folder inside is not an input at all)
+    assert [(p.relative_to(tmp_path).as_posix(), why) for p, why in unused] == [(".DS_Store", "hidden"),
+                                                                                ("a/._1.png", "hidden")]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from g2g.bundle import Bundle, BundleError, open_bundle, to_image, to_input
+from g2g.bundle import Bundle, BundleError, open_bundle
+from g2g.preprocess import to_image, to_input
 from g2g.config import MixConfig
 from g2g.fsutil import read_jsonl
 from g2g.mix import MixError, latest_records, mix_folders
@@ -376,7 +377,8 @@ def test_io_binding_path_matches_plain_run(model_dir):
 def test_cli(tmp_path, model_dir, crops):
     from typer.testing import CliRunner
 
-    from g2g.cli import G2GError, app
+    from conftest import cli_error
+    from g2g.cli import app
 
     poses, ids = crops
     bad = tmp_path / "ids"
@@ -385,9 +387,11 @@ def test_cli(tmp_path, model_dir, crops):
     runner = CliRunner()
     args = ["mix", str(poses), str(bad), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--aligned",
             "--grid", "--pairs", "random", "--per-pose", "2", "--format", "png", "--batch-size", "3"]
-    res = runner.invoke(app, args)
+    res = runner.invoke(app, args + ["--json"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "grid.jpg").is_file()
+    summary = json.loads(res.stdout)  # --json: the summary alone on stdout
+    assert summary["written"] + summary["n_skipped"] == summary["planned"] == 8
     recs = list(read_jsonl(tmp_path / "out" / "manifest.jsonl"))
     assert len(recs) == 8 and any(r["reason"] == "empty-file" for r in recs)  # seed 0 draws 'broken'
     res = runner.invoke(app, args + ["--strict"])  # resumes; the empty photo is skipped again
@@ -397,7 +401,7 @@ def test_cli(tmp_path, model_dir, crops):
     with pytest.MonkeyPatch.context() as mp:  # as on an install without the shipped model
         mp.setattr(g2g.bundle, "DEFAULT_MODEL_DIR", tmp_path / "no-model")
         res = runner.invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "o2"), "--method", "model"])
-    assert isinstance(res.exception, G2GError) and "no default model ships yet" in str(res.exception)
+    cli_error(res, 3, "no default model ships yet")
 
 
 def test_same_stem_poses_get_distinct_outputs(tmp_path, model_dir, crops):

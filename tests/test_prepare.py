@@ -14,7 +14,8 @@ from conftest import need_shared
 from g2g.align import transform_points
 from g2g.config import AlignConfig, PrepareConfig
 from g2g.detect import Face, FaceDetector
-from g2g.prepare import MANIFEST_KEYS, PrepareError, prepare_folder, read_manifest, select_faces
+from g2g.photos import FacePolicy, select_faces
+from g2g.prepare import MANIFEST_KEYS, PrepareError, prepare_folder, read_manifest
 
 
 class CountingDetector:
@@ -198,29 +199,42 @@ def _face(x: float, side: float, score: float) -> Face:
 
 
 def test_select_faces_policy():
-    cfg = PrepareConfig(min_face=40, min_score=0.95)
+    cfg = FacePolicy.of(PrepareConfig(min_face=40, min_score=0.95))
     assert select_faces([], cfg)[1] == "no-face"
     assert select_faces([_face(0, 100, 0.9)], cfg)[1] == "low-score"
     assert select_faces([_face(0, 30, 0.99)], cfg)[1] == "face-too-small"
     faces = [_face(0, 50, 0.99), _face(100, 200, 0.3), _face(300, 80, 0.97)]  # big one is unsure
     chosen, reason, _ = select_faces(faces, cfg)
     assert reason is None and chosen == [faces[2]]  # largest among the accepted, not the low-score one
-    assert select_faces(faces, PrepareConfig(faces="all"))[0] == [faces[2], faces[0]]
-    assert select_faces(faces, PrepareConfig(faces="skip-multiple"))[1] == "multiple-faces"
+    assert select_faces(faces, FacePolicy(faces="all"))[0] == [faces[2], faces[0]]
+    assert select_faces(faces, FacePolicy(faces="skip-multiple"))[1] == "multiple-faces"
 
 
 def test_cli_prepare(tmp_path):
     from typer.testing import CliRunner
 
-    from g2g.cli import G2GError, app
+    from conftest import cli_error
+    from g2g.cli import app
 
     src = tmp_path / "src"
     (src / "x").mkdir(parents=True)
     shutil.copy(_real_photos(1)[0], src / "x" / "a.jpg")
     runner = CliRunner()
-    res = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "d"), "--size", "64", "--device", "cpu"])
+    res = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "d"), "--size", "64", "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "d" / "x" / "a.png").exists() and "ok" in res.output
+    assert (tmp_path / "d" / "x" / "a.png").exists() and "ok" in res.stderr
+    summary = json.loads(res.stdout)  # --json: the summary alone on stdout
+    assert summary["n_ok"] == 1 and summary["aligned_fraction"] == 1.0
+    from PIL import Image
+
+    one_row = Image.open(tmp_path / "d" / "preview.jpg").size[1]  # the crops of one identity
+    (src / "x" / "broken.jpg").write_bytes(b"")
+    res = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "d"), "--size", "64", "--device", "cpu",
+                              "--strict"])
+    assert res.exit_code == 1 and "--strict" in res.output  # a skipped photo, and --strict says so
+    assert Image.open(tmp_path / "d" / "preview.jpg").size[1] > 1.8 * one_row  # a row of skipped photos
     (tmp_path / "e").mkdir()
     res = runner.invoke(app, ["prepare", str(tmp_path / "e"), "-o", str(tmp_path / "d2")])
-    assert isinstance(res.exception, G2GError) and "no images" in str(res.exception)
+    cli_error(res, 3, "no images")
+    res = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "d3"), "--size", "9"])
+    cli_error(res, 2, "--size")  # an option value no verb accepts: a usage error

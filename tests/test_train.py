@@ -163,10 +163,12 @@ def test_vgg19_without_weights_is_one_clear_line(monkeypatch, tmp_path):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(perceptual.PerceptualWeightsError) as e:
-        perceptual.load_perceptual("vgg19")
-    msg = str(e.value)
-    assert "\n" not in msg and "stlpips" in msg and str(tmp_path) in msg
+    for allowed in ("", "1"):  # downloads off (the default), and allowed on a machine without a network
+        monkeypatch.setenv("G2G_ALLOW_DOWNLOAD", allowed)
+        with pytest.raises(perceptual.PerceptualWeightsError) as e:
+            perceptual.load_perceptual("vgg19")
+        msg = str(e.value)
+        assert "\n" not in msg and "stlpips" in msg and str(tmp_path) in msg
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
@@ -251,6 +253,19 @@ def test_overfit_cycle_loss_falls(tiny_data, tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
+def test_tensorboard_log_holds_each_loss_and_the_sample_sheets(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional extra (g2g[tensorboard])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg(size=32, steps=2, alpha_vgg=0.0, delta_id=0.0, sample_every=2, tensorboard=True)
+    train(tiny_data, tmp_path / "run", cfg, progress=False)
+    logs = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    assert [e.step for e in logs.Scalars("loss/cyc")] == [1, 2]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert np.isclose(logs.Scalars("loss/cyc")[-1].value, metrics[-1]["cyc"], rtol=1e-5)
+    assert [e.step for e in logs.Images("samples")] == [2]
+
+
 def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     """6 steps straight == 3 steps, Ctrl-C (checkpoint), resume for 3 (CPU, fixed seed): same losses."""
     cfg = tiny_cfg(size=32, steps=6, alpha_vgg=1.0, gan_loss="nonsat", optimizer="adam",
@@ -303,17 +318,44 @@ def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
 def test_cli_train_and_one_line_errors(tiny_data, tmp_path):
     from typer.testing import CliRunner
 
-    from g2g.cli import G2GError, app
+    from conftest import cli_error
+    from g2g.cli import app
 
     run = tmp_path / "run"
     args = ["train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "2",
             "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--log-every", "1"]
-    r = CliRunner().invoke(app, args)
+    r = CliRunner().invoke(app, args + ["--json"])
     assert r.exit_code == 0, r.output
     assert (run / "checkpoints" / "last.pt").exists()
+    assert json.loads(r.stdout)["step"] == 2 and not json.loads(r.stdout)["interrupted"]
+    # not a terminal: plain progress lines (the first step at once, then every 30 s and the last), step and ETA first
+    lines = [line for line in r.output.splitlines() if line.startswith("train: ")]
+    assert [line.split(",")[0] for line in lines] == ["train: 1/2 steps", "train: 2/2 steps"], r.output
+    assert all("ETA" in line and "img/s" in line and "self " in line for line in lines)
     r = CliRunner().invoke(app, args)  # same folder again without --resume
-    assert isinstance(r.exception, G2GError) and "--resume" in str(r.exception) and "\n" not in str(r.exception)
+    cli_error(r, 3, "--resume")
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r2")])
-    assert isinstance(r.exception, G2GError) and "manifest.jsonl" in str(r.exception)
+    cli_error(r, 3, "manifest.jsonl")
     r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(tmp_path / "r3"), "--preset", "tiny", "--gan-loss", "wgan"])
-    assert isinstance(r.exception, G2GError) and "--gan-loss" in str(r.exception)
+    assert r.exit_code == 2 and "--gan-loss" in r.output and "Traceback" not in r.output  # typer: not a choice
+
+
+def test_sigterm_checkpoints_and_exits_130(tiny_data, tmp_path):
+    """What a scheduler or `timeout` sends: the step finishes, a checkpoint is written, the exit status says so."""
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from g2g.cli import main; main()", "train", str(tiny_data), "-o", str(run),
+           "--preset", "tiny", "--size", "32", "--steps", "100000", "--batch-size", "2", "--alpha", "0", "--delta", "0",
+           "--workers", "0", "--log-every", "1", "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
+    assert ckpts and int(ckpts[-1].stem.split("_")[1]) >= 1  # the interrupted step's checkpoint, not the 100000th

@@ -1,1 +1,2 @@
-"""PyTorch side of g2g: generator, discriminator, identity and perceptual networks, losses, trainer."""
+"""PyTorch side of g2g (folder ``train/``, import name ``g2g.train``): generators, discriminator, identity and
+perceptual networks, losses, the training step and loop."""

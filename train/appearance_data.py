@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2g.appearance import _float, pair_inputs, rest_inputs, warp_map
+from g2g.appearance import pair_inputs, rest_inputs, warp_map
 from g2g.fsutil import atomic_write_bytes, read_jsonl
+from g2g.preprocess import to_input
 from g2g.landmarks import closest_shape, flip68, landmarks68
 
 ID_CANDIDATES = 3  # photos of the target's person the identity source is chosen from
+PLAN_STREAM, JITTER_STREAM = 0xA99, 0x3A5C  # seed words: the pairs of a step, and its mask jitter, are independent
 
 
 @dataclass
@@ -40,6 +42,7 @@ class FaceBank:
     person: np.ndarray  # (N,) index into names
     names: list[str]
     rels: list[str]
+    emb: np.ndarray | None = None  # (N, 2, D) identity embeddings of each crop and its mirror (the dlib encoder)
 
     def photos_of(self, p: int) -> np.ndarray:
         return np.flatnonzero(self.person == p)
@@ -65,7 +68,7 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
     """The crops of ``identities`` from the prepare folder ``data``, resized to ``size`` (as g2g mix resizes)."""
     from PIL import Image
 
-    from g2g.bundle import resize_to_model
+    from g2g.preprocess import resize_to_model
 
     data = Path(data)
     wanted = {name: i for i, name in enumerate(identities)}
@@ -101,6 +104,24 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
                     [r["output"] for r in recs])
 
 
+@torch.no_grad()
+def embed_bank(bank: FaceBank, net: torch.nn.Module, cache: Path | None = None, batch: int = 128) -> np.ndarray:
+    """(N, 2, D) embeddings by ``net`` of each crop and its mirror image, cached per crop and size in ``cache``."""
+    size = bank.crops.shape[1]
+    keys = [f"{rel.replace('/', '|')}|{size}" for rel in bank.rels]  # npz keys hold no slashes
+    cached = _read_cache(cache)
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    dev = next(net.parameters()).device
+    for j in range(0, len(todo), batch):
+        idx = todo[j : j + batch]
+        x = torch.from_numpy(to_input(bank.crops[idx])).to(dev)
+        e = torch.stack([net(x), net(x.flip(3))], 1).float().cpu().numpy()
+        cached.update({keys[i]: e[n] for n, i in enumerate(idx)})
+    if todo and cache is not None:
+        _write_cache(cache, cached)
+    return np.stack([cached[k] for k in keys]).astype(np.float32)
+
+
 def _stack(items: list, key: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([getattr(it, key) for it in items]).astype(np.float32))
 
@@ -109,9 +130,9 @@ class AppearanceBatches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``t`` is the whole batch of step t (see the module docstring)."""
 
     def __init__(self, bank: FaceBank, batch_size: int, seed: int, rank: int = 0, flip: bool = True,
-                 steps: int = 1 << 40, jitter: bool = True):
+                 steps: int = 1 << 40, jitter: bool = True, warp: bool = True):
         self.bank, self.batch_size, self.seed, self.rank, self.flip, self.steps = bank, batch_size, seed, rank, flip, steps
-        self.jitter = jitter
+        self.jitter, self.warp = jitter, warp  # warp: identity photos onto the target geometry (appearance)
         self.multi = [p for p in range(len(bank.names)) if len(bank.photos_of(p)) >= 2]
         if len(self.multi) < 2:
             from g2g.train.data import DataError
@@ -129,7 +150,7 @@ class AppearanceBatches(torch.utils.data.Dataset):
 
     def plan(self, step: int) -> list[tuple[int, int, int, np.ndarray]]:
         """(x, y, z, flips) indices into the bank for each element of ``step``."""
-        rng = np.random.default_rng([self.seed, self.rank, step, 0xA99])
+        rng = np.random.default_rng([self.seed, self.rank, step, PLAN_STREAM])
         out = []
         for _ in range(self.batch_size):
             p = self.multi[int(rng.integers(len(self.multi)))]
@@ -148,25 +169,29 @@ class AppearanceBatches(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.rank, step, 0x3A5C])
+        rng = np.random.default_rng([self.seed, self.rank, step, JITTER_STREAM])
         r = rng if self.jitter else None
         plan = self.plan(step)
         recs, mixes, cyc, maps, id_target = [], [], [], [], []
         for x, y, z, flips in plan:
             (xc, xl), (yc, yl), (zc, zl) = self._photo(x, flips[0]), self._photo(y, flips[1]), self._photo(z, flips[2])
-            recs.append(pair_inputs(xc, xl, yc[None], yl[None], rng=r))  # x from another photo of its person
-            mix = pair_inputs(zc, zl, xc[None], xl[None], rng=r)  # x's person in z's pose
+            recs.append(pair_inputs(xc, xl, yc[None], yl[None], rng=r, warp=self.warp))  # x from another photo of P
+            mix = pair_inputs(zc, zl, xc[None], xl[None], rng=r, warp=self.warp)  # x's person in z's pose
             mixes.append(mix)
             # reassembly: rest x (its own geometry); its identity input, the mixed image warped from the mixed
             # geometry back onto x's, is made in the trainer (it is a network output)
             cyc.append(rest_inputs(xc, xl, xl, rng=r))
             maps.append(warp_map(mix.geometry, xl, xc.shape[0]))
-            id_target.append(_float(yc))
-        batch = {"x": _stack(recs, "rest"), "id_target": torch.from_numpy(np.stack(id_target))}
+            id_target.append(yc)
+        batch = {"x": _stack(recs, "rest"), "id_target": torch.from_numpy(to_input(np.stack(id_target)))}
         for tag, items in (("rec", recs), ("mix", mixes)):
             for key in ("content", "identity", "base", "rest"):
                 batch[f"{tag}_{key}"] = _stack(items, key)
             batch[f"{tag}_mask"] = _stack(items, "mask")[:, None]
+        if self.bank.emb is not None:  # the dlib encoder reads the photos' cached embeddings, not their pixels
+            for tag, col in (("rec", 1), ("mix", 0)):  # rec: identity y; mix: identity x
+                emb = [self.bank.emb[p[col], int(p[3][col])] for p in plan]
+                batch[f"{tag}_identity"] = torch.from_numpy(np.stack(emb)[:, None])  # (B, 1, D)
         batch["cyc_content"] = torch.from_numpy(np.stack([c for c, _, _ in cyc]))
         batch["cyc_mask"] = torch.from_numpy(np.stack([m for _, m, _ in cyc]))[:, None]
         batch["cyc_map"] = torch.from_numpy(np.stack(maps))  # (B, S, S, 2) source pixel (x, y) of each target pixel

@@ -1,4 +1,11 @@
-"""The ``appearance`` generator: masked rest + warped identity photos -> the face drawn into the rest.
+"""The masked-rest generators: masked rest + identity photos -> the face drawn into the rest.
+
+Three identity encoders share E_A and the decoder (``--identity-encoder``):
+``appearance`` (below), ``pooled`` (FUNIT's class encoder: convs, a global mean, the
+mean over K, one code) and ``dlib`` (the frozen dlib embedding of each photo, mean
+over K, a trained projection; training reads cached embeddings, the export puts the
+dlib network in front). The two pooled codes reach the decoder as a vector per scale,
+broadcast over the map, and their decoder draws over the masked rest, not a paste.
 
 E_A (``RestEncoder``) reads the masked rest, its mask and the target-geometry sketch
 (``g2g.appearance.CONTENT_CHANNELS``) and keeps features at 1, 1/2, 1/4 and 1/8 of
@@ -20,6 +27,7 @@ import torch.nn.functional as F
 
 from g2g.appearance import CONTENT_CHANNELS
 from g2g.config import ModelConfig
+from g2g.train.model import EncoderDecoder
 
 
 def widths(cfg: ModelConfig) -> list[int]:
@@ -77,6 +85,76 @@ class AppearanceEncoder(nn.Module):
         return [f.view(b, k, *f.shape[1:]).mean(1) for f in self.net(x.flatten(0, 1))]
 
 
+class CodeHeads(nn.Module):
+    """An identity code (B, D) -> per-scale maps (B, w_i, 1, 1), which the decoder broadcasts."""
+
+    def __init__(self, dim: int, w: list[int], hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2, inplace=True),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2, inplace=True))
+        self.outs = nn.ModuleList([nn.Linear(hidden, c) for c in w])
+
+    def forward(self, code: torch.Tensor) -> list[torch.Tensor]:
+        h = self.mlp(code)
+        return [o(h)[:, :, None, None] for o in self.outs]
+
+
+class PooledEncoder(nn.Module):
+    """E_B of ``pooled``: (B, K, 3, S, S) identity crops -> one code (global mean, then mean over K) -> per scale."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = widths(cfg)
+        self.net = Pyramid(3, w, 0)
+        self.heads = CodeHeads(w[3], w)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        b, k = x.shape[:2]
+        code = self.net(x.flatten(0, 1))[-1].mean((2, 3))
+        return self.heads(code.view(b, k, -1).mean(1))
+
+
+class EmbeddingEncoder(nn.Module):
+    """E_B of ``dlib`` in training: (B, K, 128) frozen dlib embeddings -> their mean, projected per scale."""
+
+    def __init__(self, cfg: ModelConfig, dim: int = 128):
+        super().__init__()
+        self.dim = dim
+        self.heads = CodeHeads(dim, widths(cfg))
+
+    def forward(self, emb: torch.Tensor) -> list[torch.Tensor]:
+        code = F.normalize(emb.mean(1), dim=1) * self.dim**0.5  # unit length, about unit spread per component
+        return self.heads(code)
+
+
+class DlibClassEncoder(nn.Module):
+    """E_B of ``dlib`` as ``g2g mix`` runs it: (N, K, 3, S, S) crops -> dlib embeddings -> the trained projection."""
+
+    def __init__(self, net: nn.Module, encoder: EmbeddingEncoder):
+        super().__init__()
+        self.net, self.encoder = net, encoder
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        b, k = x.shape[:2]
+        return self.encoder(self.net(x.flatten(0, 1)).view(b, k, -1))
+
+
+def image_class_encoder(gen: nn.Module, net: nn.Module | None = None) -> nn.Module:
+    """E_B reading identity crops (N, K, 3, S, S), as exported: ``dlib`` puts ``net`` (loaded if None) in front."""
+    if gen.cfg.identity_encoder != "dlib":
+        return gen.class_encoder
+    if net is None:
+        from g2g.train.identity import load_identity_net
+
+        net = load_identity_net("dlib", zoom=gen.cfg.zoom)
+    return DlibClassEncoder(net, gen.class_encoder)
+
+
+def _fit(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Identity features ``a`` at ``r``'s spatial size: a pooled code (B, C, 1, 1) is broadcast."""
+    return a if a.shape[-1] != 1 else a.expand(-1, -1, r.shape[2], r.shape[3])
+
+
 class FusionDecoder(nn.Module):
     """G: rest features + identity features (+ base) -> image (B, 3, S, S) = base + residual."""
 
@@ -91,22 +169,23 @@ class FusionDecoder(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, rest: list[torch.Tensor], ident: list[torch.Tensor], base: torch.Tensor) -> torch.Tensor:
-        x = self.bottom(torch.cat([rest[3], ident[3]], 1))  # (B, w3, S/8, S/8)
+        x = self.bottom(torch.cat([rest[3], _fit(ident[3], rest[3])], 1))  # (B, w3, S/8, S/8)
         for up, ref, i in zip(self.ups, self.refine, (2, 1, 0)):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = ref(up(torch.cat([x, rest[i], ident[i]], 1)))
+            x = ref(up(torch.cat([x, rest[i], _fit(ident[i], rest[i])], 1)))
         return base + self.head(torch.cat([x, base], 1))
 
 
-class AppearanceGenerator(nn.Module):
-    """E_A, E_B and G of the ``appearance`` encoder; ``forward`` gives the un-composited face."""
+CLASS_ENCODERS = {"appearance": AppearanceEncoder, "pooled": PooledEncoder, "dlib": EmbeddingEncoder}
+
+
+class AppearanceGenerator(EncoderDecoder):
+    """E_A, E_B and G of a masked-rest recipe; ``forward`` gives the un-composited face.
+
+    ``identity``: (B, K, 3, S, S) crops, or for ``dlib`` (B, K, 128) embeddings (see image_class_encoder)."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.content_encoder = RestEncoder(cfg)
-        self.class_encoder = AppearanceEncoder(cfg)
-        self.decoder = FusionDecoder(cfg)
+        super().__init__(cfg, RestEncoder(cfg), CLASS_ENCODERS[cfg.identity_encoder](cfg), FusionDecoder(cfg))
 
     def forward(self, content: torch.Tensor, identity: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.content_encoder(content), self.class_encoder(identity), base)

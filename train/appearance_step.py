@@ -3,7 +3,8 @@
     rec  = C(G(E_A(masked x, sketch), E_B(y warped onto x's expression)), x)       y: another photo of x's person
     mix  = C(G(E_A(masked z, sketch), E_B(x warped onto z's expression)), z)       x's person in z's pose
     cyc  = C(G(E_A(masked x, sketch of x), E_B(mix warped back onto x)), x)         the reassembly
-    (C: composite, the face inside the mask, the rest outside)
+    (C: composite, the face inside the mask, the rest outside; the ``pooled`` and ``dlib`` encoders read the
+    identity photos unwarped, and the cycle's identity input is the mixed image as it is)
 
     L_gen = s·L1(rec, x) + α·(P(rec, x) + P(cyc, x)) + γ·L1(cyc, x) + λ_g·L_adv(mix) + δ(step)·L_id
       L1 is the mean absolute error per masked pixel (outside the mask both sides are x)
@@ -71,7 +72,8 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
     cfg, g = trainer.cfg, trainer.gen
     x = batch["x"]
     n = len(x)
-    cross = cfg.gamma_cyc > 0 or cfg.lambda_adv > 0 or trainer.identity is not None  # is the mixed pair needed?
+    id_loss = trainer.identity is not None and (cfg.delta_id > 0 or cfg.id_start > 0)
+    cross = cfg.gamma_cyc > 0 or cfg.lambda_adv > 0 or id_loss  # is the mixed pair needed?
     tags = ("rec", "mix") if cross else ("rec",)
     with trainer.autocast():
         faces = g(*(torch.cat([batch[f"{t}_{k}"] for t in tags]) for k in ("content", "identity", "base"))).float()
@@ -82,21 +84,21 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
     pairs = [rec]
     if cfg.gamma_cyc > 0:
         m = batch["cyc_mask"]
-        ident = match_colour(sample_grid(mix, batch["cyc_map"]), x, (m > 0.5).float())
+        if cfg.model.warped_identity:
+            ident = match_colour(sample_grid(mix, batch["cyc_map"]), x, (m > 0.5).float())
+            cyc_id, cyc_base = ident[:, None], x * (1 - m) + ident * m
+        else:  # the pooled codes read the mixed image as it is (dlib: its embedding), over the masked rest
+            cyc_id = mix[:, None] if cfg.model.identity_encoder != "dlib" else trainer.identity(mix).float()[:, None]
+            cyc_base = x * (1 - m)
         with trainer.autocast():
-            face = g(batch["cyc_content"], ident[:, None], x * (1 - m) + ident * m).float()
+            face = g(batch["cyc_content"], cyc_id, cyc_base).float()
         cyc = composite(face, x, m)
         terms["cyc"] = masked_l1(cyc, x, m)
         total = total + cfg.gamma_cyc * terms["cyc"]
         pairs.append(cyc)
-    if trainer.perceptual is not None:
-        terms["vgg"] = trainer.perceptual_sum(torch.cat(pairs), x, n)
-        total = total + cfg.alpha_vgg * terms["vgg"]
-    if cfg.lambda_adv > 0:
-        terms["adv"] = trainer.adversarial(mix)
-        total = total + cfg.lambda_adv * terms["adv"]
+    total = trainer.shared_terms(terms, total, torch.cat(pairs), x, n, mix)
     delta = L.id_weight(step, cfg)
-    if trainer.identity is not None:
+    if id_loss:
         with torch.no_grad(), trainer.autocast():
             target = trainer.identity(batch["id_target"]).float()
         with contextlib.nullcontext() if delta > 0 else torch.no_grad(), trainer.autocast():

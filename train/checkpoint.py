@@ -15,9 +15,10 @@ import torch
 
 from g2g.config import ModelConfig, TrainConfig, from_dict
 from g2g.fsutil import atomic_write_bytes, sha256_file as file_sha256  # noqa: F401  (re-exported)
+from g2g.errors import G2GError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(G2GError):
     """The file is not a g2g checkpoint (or is damaged)."""
 
 

@@ -19,14 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from g2g.bundle import to_input
+from g2g.preprocess import resize_to_model, to_input
 from g2g.fsutil import read_jsonl
+from g2g.errors import G2GError
 
 # 5-point order of the manifest (MTCNN's): left eye, right eye, nose, left mouth corner, right mouth corner.
 FLIP_ORDER = [1, 0, 2, 4, 3]  # a horizontal flip swaps image-left and image-right points
+SPLIT_STREAM, VAL_PAIRS_STREAM = 0x5EED, 0xA1  # seed words of the identity split and the sample-sheet pairs
 
 
-class DataError(ValueError):
+class DataError(G2GError):
     """The DATA folder cannot be trained on (one-line message for the user)."""
 
 
@@ -71,12 +73,14 @@ def load_items(data: Path) -> dict[str, list[Item]]:
     return by_id
 
 
-def split_identities(identities: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded split by identity (no person in both): at least 2 training identities stay."""
+def split_identities(identities: list[str], val_fraction: float, seed: int, val_people: int = 0
+                     ) -> tuple[list[str], list[str]]:
+    """Seeded split by identity (no person in both): ``val_people`` people (else ``val_fraction`` of them) held out;
+    at least 2 training identities stay."""
     ids = sorted(identities)
-    order = np.random.default_rng([seed, 0x5EED]).permutation(len(ids))
-    n_val = int(round(val_fraction * len(ids)))
-    n_val = min(max(n_val, 1 if val_fraction > 0 else 0), len(ids) - 2)
+    order = np.random.default_rng([seed, SPLIT_STREAM]).permutation(len(ids))
+    n_val = val_people if val_people > 0 else int(round(val_fraction * len(ids)))
+    n_val = min(max(n_val, 1 if (val_fraction > 0 or val_people > 0) else 0), len(ids) - 2)
     val = sorted(ids[i] for i in order[:n_val])
     train = sorted(ids[i] for i in order[n_val:])
     return train, val
@@ -85,7 +89,7 @@ def split_identities(identities: list[str], val_fraction: float, seed: int) -> t
 def fixed_val_pairs(by_id: dict[str, list[Item]], val: list[str], train: list[str], n: int, seed: int) -> list[tuple[str, str]]:
     """n fixed (identity A, identity B) pairs for sample sheets: held-out people where there are two or more."""
     pool = val if len(val) >= 2 else val + train
-    rng = np.random.default_rng([seed, 0xA1])
+    rng = np.random.default_rng([seed, VAL_PAIRS_STREAM])
     pairs = []
     for i in range(n):
         a = pool[i % len(pool)]
@@ -99,12 +103,10 @@ def load_image(path: Path, size: int) -> tuple[torch.Tensor, float]:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        w = im.size[0]
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        arr = np.asarray(im, dtype=np.uint8)
-    return torch.from_numpy(to_input(arr[None])[0]), size / w  # the same normalisation mix uses
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    w = rgb.shape[1]
+    arr = resize_to_model(rgb, size)  # the resize and normalisation mix uses
+    return torch.from_numpy(to_input(arr[None])[0]), size / w
 
 
 def make_batch(data: Path, groups: list[tuple[list[Item], list[Item]]], size: int,

@@ -11,15 +11,13 @@ from g2g.train.step import TrainError
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {name}: CUDA is not available here; use --device cpu")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    return dev
+    """--device for this rank (g2g.runtime.torch_device), as a TrainError when it cannot be had."""
+    from g2g.runtime import DeviceError, torch_device
+
+    try:
+        return torch.device(torch_device(name, local_rank))
+    except DeviceError as e:
+        raise TrainError(f"--device {name}: {e}") from None
 
 
 

@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from g2g.errors import G2GError
+
 CHIP_SIZE = 150  # dlib's face chip side, px
 EMBED_DIM = 128
 
@@ -51,7 +53,7 @@ BLOCKS: tuple[tuple[int, bool], ...] = (
 )
 
 
-class DatFormatError(ValueError):
+class DatFormatError(G2GError):
     """The file is not a dlib network of the expected layout."""
 
 

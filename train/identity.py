@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from g2g.identity import DistanceConvention, distance_convention
+from g2g.preprocess import DEFAULT_ZOOM
 from g2g.weights import WeightsError, locate, verified_sha256
 
 NAMES = ("dlib", "facenet-vggface2", "facenet-casia-webface")
@@ -86,7 +87,7 @@ def _facenet(name: str) -> nn.Module:
     return net
 
 
-def load_identity_net(name: str = "dlib", zoom: float = 1.3) -> IdentityNet:
+def load_identity_net(name: str = "dlib", zoom: float = DEFAULT_ZOOM) -> IdentityNet:
     """A frozen, eval-mode identity network for crops aligned at ``zoom``."""
     if name == "dlib":
         from g2g.train.dlib_resnet import CHIP_SIZE, EMBED_DIM, load_dlib_resnet

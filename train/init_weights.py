@@ -26,13 +26,14 @@ import torch
 from g2g.bundle import PARTS
 from g2g.config import ModelConfig
 from g2g.export.onnx_export import BOUNDS_FP16
+from g2g.errors import G2GError
 
 ONNX_PREFIXES = ("", "encoder.", "decoder.")  # funit's class_encoder.onnx wraps the encoder as ``encoder``,
 # the appearance decoder.onnx its decoder as ``decoder`` (export/appearance.py)
 PARITY = BOUNDS_FP16["mix"]  # the export's own bound for a whole mix of an fp16 bundle (outputs in [-1, 1])
 
 
-class InitError(ValueError):
+class InitError(G2GError):
     """SOURCE cannot initialise a generator (one-line message)."""
 
 
@@ -80,13 +81,15 @@ def _check_against_bundle(gen: torch.nn.Module, bundle) -> None:
     rng = np.random.default_rng(0)
     s = bundle.model.image_size
     x = rng.uniform(-1, 1, (2, 3, s, s)).astype(np.float32)
-    if bundle.model.identity_encoder == "appearance":
+    if bundle.model.masked_rest:
         from g2g.appearance import CONTENT_CHANNELS
+        from g2g.train.appearance_model import image_class_encoder
 
         content = rng.uniform(-1, 1, (2, CONTENT_CHANNELS, s, s)).astype(np.float32)
         ids = rng.uniform(-1, 1, (2, 2, 3, s, s)).astype(np.float32)
+        c, i, b = (torch.from_numpy(a) for a in (content, ids, x))
         with torch.no_grad():
-            ref = gen(*(torch.from_numpy(a) for a in (content, ids, x))).numpy()
+            ref = gen.decoder(gen.content_encoder(c), image_class_encoder(gen)(i), b).numpy()
         got = bundle.generate(content, ids, x)
         err = float(np.abs(got - ref).max())
         if not err <= PARITY * max(1.0, float(np.abs(ref).max())):

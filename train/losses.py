@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-GAN_LOSSES = ("hinge", "nonsat")
-ID_SCHEDULES = ("constant", "linear", "step")
+from g2g.config import GAN_LOSSES, ID_SCHEDULES  # noqa: F401 (the trainer checks against them)
 
 
 def d_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "hinge") -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,11 +50,6 @@ def discriminator_loss(l_real: torch.Tensor, l_fake: torch.Tensor, zeta: float) 
 def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference (cycle and self-reconstruction terms)."""
     return (x - y).abs().mean()
-
-
-def perceptual_distance(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean perceptual distance of a frozen network (see g2g.train.perceptual), x, y (B,3,S,S) in [-1,1]."""
-    return net(x, y).mean()
 
 
 def identity_distance(emb_x: torch.Tensor, emb_y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

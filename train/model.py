@@ -157,15 +157,21 @@ class Decoder(nn.Module):
         return self.up(x)
 
 
-class Generator(nn.Module):
-    """E_A, E_B and G together; ``mix`` is the one operation cross training needs."""
+class EncoderDecoder(nn.Module):
+    """E_A, E_B and G of a recipe, under the names checkpoints, export and --init-from rely on."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, content_encoder: nn.Module, class_encoder: nn.Module, decoder: nn.Module):
         super().__init__()
         self.cfg = cfg
-        self.content_encoder = ContentEncoder(cfg)
-        self.class_encoder = ClassEncoder(cfg)
-        self.decoder = Decoder(cfg, self.content_encoder.out_channels)
+        self.content_encoder, self.class_encoder, self.decoder = content_encoder, class_encoder, decoder
+
+
+class Generator(EncoderDecoder):
+    """The seed's FUNIT generator; ``mix`` is the one operation cross training needs."""
+
+    def __init__(self, cfg: ModelConfig):
+        content = ContentEncoder(cfg)
+        super().__init__(cfg, content, ClassEncoder(cfg), Decoder(cfg, content.out_channels))
 
     def encode_class(self, x: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) -> (B,code), or (B,K,3,S,S) -> (B,code) averaged over K."""

@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PERCEPTUAL_NETS = ("stlpips", "vgg19")
+from g2g.config import PERCEPTUAL_NETS
+from g2g.errors import G2GError
 
 
-class PerceptualWeightsError(RuntimeError):
+class PerceptualWeightsError(G2GError):
     """The weights of the chosen perceptual network are not available (one-line message)."""
 
 
@@ -171,11 +172,16 @@ def load_vgg19() -> VGG19Perceptual:
     """torchvision's ImageNet VGG19 from the torch hub cache, downloading it if needed and possible."""
     from torchvision.models import VGG19_Weights, vgg19
 
+    from g2g.weights import DOWNLOAD_ENV, downloads_allowed
+
     url = VGG19_Weights.IMAGENET1K_V1.url
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cache.is_file() and not downloads_allowed():
+        raise PerceptualWeightsError(f"ImageNet VGG19 weights are not cached at {cache} and downloads are off "
+                                     f"(--allow-download or {DOWNLOAD_ENV}=1); or use --perceptual stlpips (offline)")
     try:
         state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True, map_location="cpu")
     except Exception as e:
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
         raise PerceptualWeightsError(
             f"ImageNet VGG19 weights are neither cached at {cache} nor downloadable ({type(e).__name__}); "
             "use --perceptual stlpips (works offline)"

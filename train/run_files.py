@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -11,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2g.fsutil import atomic_save_image, atomic_write_bytes, atomic_write_text, read_jsonl
+from g2g.fsutil import atomic_save_image, atomic_write_text, read_jsonl
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
     """(N,3,S,S) in [-1,1] -> list of (S,S,3) uint8 (the same conversion mix uses)."""
-    from g2g.bundle import to_image
+    from g2g.preprocess import to_image
 
     return list(to_image(x.detach().float().cpu().numpy()))
 
@@ -37,14 +36,15 @@ def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple
     atomic_save_image(path, sheet)
 
 
-def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor]) -> None:
-    """Columns: held-out pairs. Rows: pose, identity photo, warped paste (the untrained model), mixed, and the
-    reconstruction of the identity photo from another photo of the same person."""
+def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor], base: str = "Warped paste") -> None:
+    """Columns: held-out pairs. Rows: pose, identity photo, the decoder's base (``base``: the warped paste, or the
+    masked rest of the pooled encoders; the untrained model), mixed, and the reconstruction of the identity photo
+    from another photo of the same person."""
     from g2g.sheets import contact_sheet
 
     keys = ("pose", "identity", "paste", "mixed", "recon")
     rows = [_to_uint8(s[k]) for k in keys]
-    labels = ["Pose", "Identity", "Warped paste", "Mixed", "Reconstructed"]
+    labels = ["Pose", "Identity", base, "Mixed", "Reconstructed"]
     cols = [f"pair {i}" for i in range(len(rows[0]))]
     atomic_save_image(path, contact_sheet(rows, labels, cols, cell=max(128, s["pose"].shape[-1])))
 
@@ -55,16 +55,16 @@ TOTALS = ("gen", "dis", "d_real", "d_fake")
 
 def plot_losses(metrics: Path, out: Path) -> None:
     """"overall losses" from metrics.jsonl: one curve per term (left: generator terms, right: totals and D)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from g2g.sheets import save_figure
 
     recs = list(read_jsonl(metrics))
     if not recs:
         return
     steps = [r["step"] for r in recs]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    fig = Figure(figsize=(12, 4.5), dpi=100)
+    axes = fig.subplots(1, 2)
     for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, "weighted totals, discriminator")):
         for k in keys:
             ys = [r.get(k, float("nan")) for r in recs]
@@ -80,10 +80,7 @@ def plot_losses(metrics: Path, out: Path) -> None:
         ax.legend(ncol=2, fontsize=8)
     fig.suptitle("overall losses")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    save_figure(fig, out)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -102,3 +99,38 @@ def _link_last(src: Path, last: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, last)
+
+
+class TensorBoardLog:
+    """``--tensorboard``: each metrics.jsonl line as scalars and each sample sheet as an image, in RUN/tensorboard
+    (``tensorboard --logdir RUN``). A no-op when off."""
+
+    def __init__(self, run: Path, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from g2g.train.step import TrainError
+
+            raise TrainError("--tensorboard needs the tensorboard package: pip install 'g2g[tensorboard]'") from None
+        self.writer = SummaryWriter(str(run / "tensorboard"))
+
+    def scalars(self, metrics: dict[str, float]) -> None:
+        if self.writer is not None:
+            step = int(metrics["step"])
+            for k, v in metrics.items():
+                if k not in ("step", "time"):
+                    self.writer.add_scalar(("speed/" if k == "images_per_s" else "loss/") + k, v, step)
+
+    def sheet(self, path: Path, step: int) -> None:
+        if self.writer is not None and path.is_file():
+            from PIL import Image
+
+            with Image.open(path) as im:
+                self.writer.add_image("samples", np.asarray(im.convert("RGB")), step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

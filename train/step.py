@@ -43,11 +43,13 @@ from g2g.config import TrainConfig
 from g2g.train import losses as L
 from g2g.train.data import erase_landmarks
 from g2g.train.model import Generator, PatchDiscriminator
+from g2g.config import OPTIMIZERS, PERCEPTUAL_NETS
+from g2g.errors import G2GError, check_options
 
 LOSS_TERMS = ("vgg", "cyc", "self", "adv", "id", "gen", "d_real", "d_fake", "dis")
 
 
-class TrainError(ValueError):
+class TrainError(G2GError):
     """A training run cannot start or continue (one-line message for the user)."""
 
 
@@ -103,13 +105,15 @@ def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer
 
 
 def build_generator(model) -> nn.Module:
-    """The generator of a ModelConfig: FUNIT's (pooled class code) or the appearance encoder's."""
-    if model.identity_encoder == "appearance":
+    """The generator of a ModelConfig: FUNIT's (pooled class code, whole rest) or a masked-rest one."""
+    from g2g.config import IDENTITY_ENCODERS
+
+    if model.masked_rest:
         from g2g.train.appearance_model import AppearanceGenerator
 
         return AppearanceGenerator(model)
     if model.identity_encoder != "funit":
-        raise TrainError(f"unknown identity encoder {model.identity_encoder!r}; choose funit or appearance")
+        raise TrainError(f"unknown identity encoder {model.identity_encoder!r}; choose from {', '.join(IDENTITY_ENCODERS)}")
     return Generator(model)
 
 
@@ -125,8 +129,8 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.gan_loss in L.GAN_LOSSES, f"--gan-loss must be one of {', '.join(L.GAN_LOSSES)}"),
         (cfg.id_schedule in L.ID_SCHEDULES, f"--id-schedule must be one of {', '.join(L.ID_SCHEDULES)}"),
-        (cfg.perceptual in ("stlpips", "vgg19"), "--perceptual must be stlpips or vgg19"),
-        (cfg.optimizer in ("rmsprop", "adam"), "--optimizer must be rmsprop or adam"),
+        (cfg.perceptual in PERCEPTUAL_NETS, f"--perceptual must be one of {', '.join(PERCEPTUAL_NETS)}"),
+        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (cfg.steps >= 1, "--steps must be >= 1"),
         (cfg.batch_size >= 1, "--batch-size must be >= 1"),
         (cfg.k_shot >= 1, "--k-shot must be >= 1"),
@@ -137,9 +141,7 @@ def validate(cfg: TrainConfig) -> None:
         (all(w >= 0 for w in (cfg.alpha_vgg, cfg.gamma_cyc, cfg.lambda_adv, cfg.delta_id, cfg.zeta_dis, cfg.self_recon,
                               cfg.id_start)), "loss weights must be >= 0"),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise TrainError(msg)
+    check_options(checks, TrainError)
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ class CrossTrainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, ddp: bool = False):
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
-        self.appearance = cfg.model.identity_encoder == "appearance"
+        self.appearance = cfg.model.masked_rest
         self.gen = build_generator(cfg.model).to(device)
         self.dis = PatchDiscriminator(cfg.model).to(device)
         self.ema = copy.deepcopy(self.gen).requires_grad_(False)
@@ -174,7 +176,9 @@ class CrossTrainer:
             from g2g.train.perceptual import load_perceptual
 
             self.perceptual = load_perceptual(cfg.perceptual, device)
-        self.identity = load_identity(cfg.model.zoom, device) if (cfg.delta_id > 0 or cfg.id_start > 0) else None
+        self.identity = None  # the frozen dlib net: for L_id, and the dlib encoder's embeddings of network outputs
+        if cfg.delta_id > 0 or cfg.id_start > 0 or cfg.model.identity_encoder == "dlib":
+            self.identity = load_identity(cfg.model.zoom, device)
         self.timing: dict[str, float] = {}
 
     def autocast(self):
@@ -210,12 +214,7 @@ class CrossTrainer:
             "self": L.l1(self_rec[:n], x[:n]) + L.l1(self_rec[n:], x[n:]),
         }
         total = cfg.gamma_cyc * terms["cyc"] + cfg.self_recon * terms["self"]
-        if self.perceptual is not None:
-            terms["vgg"] = self.perceptual_sum(torch.cat([recon, self_rec]), x, n)  # [a'; b'; ŝ_a; ŝ_b] vs [a; b]
-            total = total + cfg.alpha_vgg * terms["vgg"]
-        if cfg.lambda_adv > 0:
-            terms["adv"] = self.adversarial(mixed)
-            total = total + cfg.lambda_adv * terms["adv"]
+        total = self.shared_terms(terms, total, torch.cat([recon, self_rec]), x, n, mixed)  # [a'; b'; ŝ_a; ŝ_b] vs [a; b]
         delta = L.id_weight(step, cfg)
         if self.identity is not None:
             k = a_k.shape[1]
@@ -240,6 +239,17 @@ class CrossTrainer:
             p = self.perceptual.distance(fo, [torch.cat([f] * k) for f in fx]).float()  # (k·len(x),)
         return p.view(-1, group).mean(dim=1).sum()
 
+    def shared_terms(self, terms: dict[str, torch.Tensor], total: torch.Tensor, outs: torch.Tensor, x: torch.Tensor,
+                     group: int, fakes: torch.Tensor | None) -> torch.Tensor:
+        """``total`` + α·P(outs, x) + λ_g·L_adv(fakes), the terms both recipes share (each recorded in ``terms``)."""
+        if self.perceptual is not None:
+            terms["vgg"] = self.perceptual_sum(outs, x, group)
+            total = total + self.cfg.alpha_vgg * terms["vgg"]
+        if self.cfg.lambda_adv > 0:
+            terms["adv"] = self.adversarial(fakes)
+            total = total + self.cfg.lambda_adv * terms["adv"]
+        return total
+
     def adversarial(self, fakes: torch.Tensor) -> torch.Tensor:
         """The generator's GAN term on ``fakes``, D a fixed critic (its own step follows)."""
         self.dis.requires_grad_(False)
@@ -248,6 +258,12 @@ class CrossTrainer:
         self.dis.requires_grad_(True)
         return L.g_gan_loss(logits.float(), self.cfg.gan_loss)
 
+    def _descend(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """One optimiser step on ``loss`` (through the AMP grad scaler, a no-op without fp16)."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+
     def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         """One G and one D update on ``batch``; returns every loss term as a float, δ included."""
         cfg = self.cfg
@@ -255,9 +271,7 @@ class CrossTrainer:
         t = time.perf_counter()
         total, terms, extra = self.generator_losses(batch, step)
         t = self._lap("forward_g", t)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.opt_g)
+        self._descend(total, self.opt_g)
         ema_update(self.ema, self.gen, ema_beta(step, cfg.ema_beta))
         t = self._lap("backward_g", t)
 
@@ -270,9 +284,7 @@ class CrossTrainer:
         l_real, l_fake = L.d_gan_loss(logits[: len(x)], logits[len(x):], cfg.gan_loss)
         l_dis = L.discriminator_loss(l_real, l_fake, cfg.zeta_dis)
         t = self._lap("forward_d", t)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler.scale(l_dis).backward()
-        self.scaler.step(self.opt_d)
+        self._descend(l_dis, self.opt_d)
         self.scaler.update()
         self._lap("backward_d", t)
         terms.update(d_real=l_real, d_fake=l_fake, dis=l_dis)

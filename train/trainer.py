@@ -21,12 +21,16 @@ import numpy as np
 import torch
 
 from g2g.config import TrainConfig, from_dict
-from g2g.fsutil import append_jsonl, atomic_write_json
+from g2g.fsutil import append_jsonl, atomic_write_json, claim_output
+from g2g.preprocess import same_zoom
+from g2g.progress import BatchProgress
 from g2g.train import losses as L
 from g2g.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from g2g.train.data import PairBatches, fixed_val_pairs, load_items, make_batch, read_prepare_config, split_identities
 from g2g.train.distributed import Dist, _all_mean, _any_flag, _init_dist, resolve_device
-from g2g.train.run_files import _link_last, _truncate_metrics, plot_losses, write_appearance_sheet, write_sample_sheet
+from g2g.train.run_files import (TensorBoardLog, _link_last, _truncate_metrics, plot_losses, write_appearance_sheet,
+                                 write_sample_sheet)
+from g2g.train import step as step_module
 from g2g.train.step import (LOSS_TERMS, CrossForward, CrossTrainer, TrainError, build_generator, ema_beta, ema_update,
                             load_identity, make_optimizer, validate)
 
@@ -85,7 +89,7 @@ def _init_weights(source: Path, prep: dict[str, Any]):
         init = load_init_weights(source)
     except InitError as e:
         raise TrainError(str(e)) from None
-    if prep.get("zoom") and abs(float(prep["zoom"]) - init.model.zoom) > 1e-6:
+    if prep.get("zoom") and not same_zoom(prep["zoom"], init.model.zoom):
         raise TrainError(f"--init-from {source}: its model was trained on crops at zoom {init.model.zoom}, "
                          f"these were prepared at zoom {prep['zoom']}; prepare them with --zoom {init.model.zoom}")
     return init
@@ -115,7 +119,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     init_record = {"source": init.source, "step": init.step} if init is not None else (state or {}).get("init_from")
     if init is not None:
         cfg = replace(cfg, model=init.model)
-    elif state is None and prep.get("zoom") and abs(float(prep["zoom"]) - cfg.model.zoom) > 1e-6:
+    elif state is None and prep.get("zoom") and not same_zoom(prep["zoom"], cfg.model.zoom):
         cfg = replace(cfg, model=replace(cfg.model, zoom=float(prep["zoom"])))  # the model records its crops' alignment
 
     split_path = run / "split.json"
@@ -124,25 +128,36 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         train_ids = [i for i in split["train"] if i in by_id]
         val_ids = [i for i in split["val"] if i in by_id]
     else:
-        train_ids, val_ids = split_identities(list(by_id), cfg.val_fraction, cfg.seed)
+        train_ids, val_ids = split_identities(list(by_id), cfg.val_fraction, cfg.seed, cfg.val_people)
     if len(train_ids) < 2:
         raise TrainError(f"{data}: fewer than 2 training identities after the split")
     val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
     size = cfg.model.image_size
-    appearance = cfg.model.identity_encoder == "appearance"
+    appearance, warp = cfg.model.masked_rest, cfg.model.warped_identity
     if appearance:
-        from g2g.train.appearance_data import AppearanceBatches, load_bank
+        from g2g.train.appearance_data import AppearanceBatches, embed_bank, load_bank
 
         cache = run / "cache" / "landmarks68.npz"
         bank = load_bank(data, train_ids, size, cfg.model.zoom, cache)
         val_bank = load_bank(data, val_ids if len(val_ids) >= 2 else val_ids + train_ids[:2], size, cfg.model.zoom,
                              cache, max_per_person=4)
-        val_batch = AppearanceBatches(val_bank, 2 * VAL_PAIRS, cfg.seed, flip=False, jitter=False)[0]
+        if cfg.model.identity_encoder == "dlib":  # frozen: each crop's embedding once, cached in the run
+            net = step_module.load_identity(cfg.model.zoom, device)
+            for b in (bank, val_bank):
+                b.emb = embed_bank(b, net, run / "cache" / "dlib_embeddings.npz")
+            del net
+        val_batch = AppearanceBatches(val_bank, 2 * VAL_PAIRS, cfg.seed, flip=False, jitter=False, warp=warp)[0]
     else:
         val_groups = [(by_id[a][: cfg.k_shot], by_id[b][: cfg.k_shot]) for a, b in val_pairs]
         val_batch = make_batch(data, val_groups, size)
 
     trainer = CrossTrainer(cfg, device, ddp=d.world > 1)
+    if progress and d.main and device.type == "cpu" and not cfg.model.masked_rest and cfg.model.content_dim >= 64:
+        from rich.console import Console
+
+        Console(stderr=True).print(  # issue a warning before the first (minutes-long) step
+            "[yellow]warning:[/yellow] a FUNIT-size model on a CPU: each step takes minutes (the first progress line "
+            "gives the ETA); --preset appearance is the recipe sized for a CPU", soft_wrap=True)
     start = 0
     if state is not None:
         trainer.load_state(state)
@@ -152,7 +167,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         trainer.ema.load_state_dict(init.state)
     ckpt_dir, metrics_path = run / "checkpoints", run / "metrics.jsonl"
     if d.main:
-        run.mkdir(parents=True, exist_ok=True)
+        claim_output(run, "train")
         atomic_write_json(run / "config.json", {
             "train": asdict(cfg), "data": str(data.resolve()), "world_size": d.world, "device": str(device),
             "torch": torch.__version__, "resumed_from": start if state is not None else None,
@@ -167,7 +182,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
             _truncate_metrics(metrics_path, start)
 
     if appearance:
-        dataset = AppearanceBatches(bank, cfg.batch_size, cfg.seed, d.rank, cfg.flip, cfg.steps)
+        dataset = AppearanceBatches(bank, cfg.batch_size, cfg.seed, d.rank, cfg.flip, cfg.steps, warp=warp)
     else:
         dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, cfg.flip,
                               cfg.steps)
@@ -177,14 +192,14 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     )
 
     stop = {"flag": False}
-    old_handler = None
+    old_handlers: dict[int, Any] = {}
 
-    def _on_sigint(signum, frame):  # first Ctrl-C: finish the step, checkpoint, leave; second: abort
-        stop["flag"] = True
+    def _on_stop(signum, frame):  # first Ctrl-C or SIGTERM (schedulers, timeout): finish the step, checkpoint,
+        stop["flag"] = True  # leave; a second Ctrl-C aborts
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGINT, _on_sigint)
+        old_handlers = {s: signal.signal(s, _on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     last_ckpt: Path | None = latest_checkpoint(run) if state is not None else None
     extra_state = {"data": {"train": train_ids, "val": val_ids, "seed": cfg.seed, "world_size": d.world}}
@@ -199,12 +214,15 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
 
     def write_samples(step: int) -> dict[str, float]:
         s = trainer.sample(val_batch)
+        sheet = run / "samples" / f"step_{step:08d}.png"
         if appearance:
-            write_appearance_sheet(run / "samples" / f"step_{step:08d}.png", s)
+            write_appearance_sheet(sheet, s, "Warped paste" if warp else "Masked rest")
             plot_losses(metrics_path, run / "losses.png")
+            tb.sheet(sheet, step)
             return {"val_rec": float((s["recon"] - s["identity"]).abs().mean())}
-        write_sample_sheet(run / "samples" / f"step_{step:08d}.png", s, val_pairs)
+        write_sample_sheet(sheet, s, val_pairs)
         plot_losses(metrics_path, run / "losses.png")
+        tb.sheet(sheet, step)
         n = len(val_pairs)
         return {"val_cyc": float(L.l1(s["recon"][:n], s["original"][:n]) + L.l1(s["recon"][n:], s["original"][n:]))}
 
@@ -212,49 +230,52 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     window: dict[str, list[float]] = {}
     t_start = t_log = time.perf_counter()
     step, interrupted, last_metrics, in_step = start, False, {}, False
-    bar = _Progress(cfg.steps, start, enabled=progress and d.main)
+    bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False)
+    tb = TensorBoardLog(run, cfg.tensorboard and d.main)
     try:
-        with bar:
-            for batch in loader:
-                in_step = True
-                terms = trainer.step(batch, step)
-                step, in_step = step + 1, False
-                for k, v in terms.items():
-                    window.setdefault(k, []).append(v)
-                if on_step is not None:
-                    on_step(step, terms)
-                logged = step % cfg.log_every == 0 or step == cfg.steps
-                if logged:
-                    keys = sorted(window)
-                    means = _all_mean([float(np.mean(window[k])) for k in keys], d, device)
-                    now = time.perf_counter()
-                    ips = imgs_per_step * len(window[keys[0]]) / max(now - t_log, 1e-9)
-                    last_metrics = {"step": step, **dict(zip(keys, means)), "images_per_s": ips,
-                                    "time": round(now - t_start, 3)}
-                    window, t_log = {}, now
-                    if step % cfg.sample_every == 0 or step == cfg.steps:
-                        if d.main:
-                            last_metrics.update(write_samples(step))
+        for batch in loader:
+            in_step = True
+            terms = trainer.step(batch, step)
+            step, in_step = step + 1, False
+            for k, v in terms.items():
+                window.setdefault(k, []).append(v)
+            if on_step is not None:
+                on_step(step, terms)
+            logged = step % cfg.log_every == 0 or step == cfg.steps
+            if logged:
+                keys = sorted(window)
+                means = _all_mean([float(np.mean(window[k])) for k in keys], d, device)
+                now = time.perf_counter()
+                ips = imgs_per_step * len(window[keys[0]]) / max(now - t_log, 1e-9)
+                last_metrics = {"step": step, **dict(zip(keys, means)), "images_per_s": ips,
+                                "time": round(now - t_start, 3)}
+                window, t_log = {}, now
+                if step % cfg.sample_every == 0 or step == cfg.steps:
                     if d.main:
-                        append_jsonl(metrics_path, [last_metrics])
-                    bar.update(step, last_metrics)
-                else:
-                    bar.update(step, None)
-                    if step % cfg.sample_every == 0 and d.main:
-                        write_samples(step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    if d.main:
-                        last_ckpt = save(step)
-                if _any_flag(stop["flag"], d, device):
-                    interrupted = True
-                    break
+                        last_metrics.update(write_samples(step))
+                if d.main:
+                    append_jsonl(metrics_path, [last_metrics])
+                    tb.scalars(last_metrics)
+                bar.set(step, _loss_line(last_metrics))
+            else:
+                bar.set(step)
+                if step % cfg.sample_every == 0 and d.main:
+                    write_samples(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if d.main:
+                    last_ckpt = save(step)
+            if _any_flag(stop["flag"], d, device):
+                interrupted = True
+                break
     except KeyboardInterrupt:
         if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
             raise
         interrupted = True  # raised between steps (e.g. by on_step): the state is consistent, save it
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        bar.close()
+        tb.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
     if interrupted and d.main and (last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt")) and step > start:
         last_ckpt = save(step)
     if d.main and metrics_path.exists():
@@ -272,40 +293,10 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                        metrics=last_metrics)
 
 
-class _Progress:
-    """rich progress line: step, images/s, ETA and each loss term (a no-op when disabled)."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TextColumn("{task.fields[ips]}"), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[terms]}"), console=Console(stderr=True), refresh_per_second=4,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, ips="", terms="")
-
-    def __enter__(self):
-        if self.enabled:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-
-    def update(self, step: int, metrics: dict | None) -> None:
-        if not self.enabled:
-            return
-        fields = {}
-        if metrics:
-            fields["ips"] = f"{metrics['images_per_s']:.1f} img/s"
-            fields["terms"] = " ".join(f"{k} {metrics[k]:.3f}" for k in (*LOSS_TERMS, "delta") if k in metrics)
-        self.progress.update(self.task, completed=step, **fields)
+def _loss_line(metrics: dict[str, float]) -> str:
+    """images/s and each loss term of a metrics.jsonl line, for the progress display."""
+    terms = " ".join(f"{k} {metrics[k]:.3f}" for k in (*LOSS_TERMS, "delta") if k in metrics)
+    return f"{metrics['images_per_s']:.1f} img/s | {terms}"
 
 
 def build_config(data: Path, preset: str = "full", size: int | None = None, identity_encoder: str | None = None,
@@ -315,11 +306,9 @@ def build_config(data: Path, preset: str = "full", size: int | None = None, iden
 
     prep = read_prepare_config(Path(data))
     if identity_encoder is not None and identity_encoder not in IDENTITY_ENCODERS:
-        raise TrainError(f"--identity-encoder must be one of {', '.join(IDENTITY_ENCODERS)}, got {identity_encoder!r}")
-    try:
-        model = model_preset(preset, **({"identity_encoder": identity_encoder} if identity_encoder else {}))
-    except ValueError as e:
-        raise TrainError(str(e)) from None
+        raise TrainError(f"--identity-encoder must be one of {', '.join(IDENTITY_ENCODERS)}, got {identity_encoder!r}",
+                         usage=True)
+    model = model_preset(preset, **({"identity_encoder": identity_encoder} if identity_encoder else {}))
     size = size or int(prep.get("size") or model.image_size)
     model = replace(model, image_size=size, zoom=float(prep.get("zoom") or model.zoom))
     return TrainConfig(model=model, **fields)

@@ -2,7 +2,7 @@
 
 MTCNN runs on the mixed crop and its pose crop; the score is the mean 5-point
 error normalised by the pose crop's inter-ocular distance, and the yaw/pitch/roll
-differences (``g2g.metrics.head_pose``). Baseline: an identity crop vs the pose
+differences (``g2g.eval.metrics.head_pose``). Baseline: an identity crop vs the pose
 crop, what an output that ignored the pose would score.
 """
 
@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from g2g import metrics as M
+from g2g.eval import metrics as M
 from g2g.config import EvalConfig
-from g2g.eval_data import MixRun, mixed_crop, read_crop
+from g2g.eval.data import MixRun, mixed_crop, read_crop
 
 ANGLES = ("yaw", "pitch", "roll")
 
@@ -107,5 +107,5 @@ def pose_metrics(run: MixRun, detector, cfg: EvalConfig, rows: dict[int, dict[st
         **_summary(err, dang), "landmark_error_below_0.1": None if not len(err) else float(np.mean(err < 0.1)),
         "baseline_identity_photo": _summary(base_err, base_ang),
         "method": "MTCNN 5 points on both aligned crops; error / pose inter-ocular distance; angles: weak-perspective "
-                  "fit of a generic 3D 5-point face (g2g.metrics.head_pose; pitch also moves with expression)",
+                  "fit of a generic 3D 5-point face (g2g.eval.metrics.head_pose; pitch also moves with expression)",
     }

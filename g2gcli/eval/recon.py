@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from g2g import metrics as M
-from g2g.bundle import resize_to_model, to_image, to_input
+from g2g.eval import metrics as M
+from g2g.preprocess import DEFAULT_ZOOM, PreprocessError, check_zoom, resize_to_model, to_image, to_input
 from g2g.config import EvalConfig
-from g2g.eval_data import read_crop
-from g2g.eval_plots import recon_sheet, write_csv
-from g2g.eval_report import EvalError, EvalReport
+from g2g.eval.data import read_crop
+from g2g.eval.plots import recon_sheet, write_csv
+from g2g.eval.report import EvalError, EvalReport
 
 KINDS = ("self", "cycle", "floor")  # reconstruction vs a, and the unrelated face b vs a
 QUALITY = ("psnr", "ssim", "lpips")
@@ -74,9 +74,11 @@ def _check_geometry(facts: dict[str, Any], rec: dict[str, Any]) -> int:
     """
     align, model = facts.get("align") or {}, facts.get("model") or {}
     size = int(align.get("size") or model.get("image_size") or 0)
-    zoom = float(align.get("zoom") or model.get("zoom") or 1.3)
-    if rec.get("zoom") and abs(float(rec["zoom"]) - zoom) > 1e-6:
-        raise EvalError(f"DATA crops use zoom {rec['zoom']} but the model was trained at zoom {zoom}: prepare with --zoom {zoom}")
+    zoom = float(align.get("zoom") or model.get("zoom") or DEFAULT_ZOOM)
+    try:
+        check_zoom(rec.get("zoom"), zoom, "DATA crops")
+    except PreprocessError as e:
+        raise EvalError(str(e)) from None
     return size
 
 
@@ -115,7 +117,7 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
         bundle = open_bundle(model_dir, cfg.device)
     except Exception as e:
         raise EvalError(f"cannot open the model bundle {model_dir}: {e}") from None
-    appearance = bundle.model.identity_encoder == "appearance"
+    appearance = bundle.model.masked_rest
     if appearance:
         from g2g.appearance import AppearanceMixer
 
@@ -175,13 +177,16 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
                 if lp:
                     row[f"{kind}_lpips"] = float(lp[kind][k])
             per.append(row)
-            if len(sheet_rows) < 2 * cfg.examples:
-                sheet_rows.append([a_u8[k], b_u8[k], self_u8[k], mix_u8[k], cyc_u8[k]])
+            if len(sheet_rows) < 2 * cfg.examples:  # only what was measured: no cycle without a second person
+                sheet_rows.append([a_u8[k], b_u8[k], self_u8[k], mix_u8[k], cyc_u8[k]] if cycle_ok
+                                  else [a_u8[k], self_u8[k]])
     report.timings.update({"recon:generator": t_gen, "recon:lpips": t_lpips})
     write_csv(out_dir / "recon_per_image.csv", per)
     report.files["recon_csv"] = str(out_dir / "recon_per_image.csv")
     if sheet_rows:
-        recon_sheet(out_dir / "recon_examples.png", sheet_rows, size)
+        own = "self, other photo" if appearance else "self G(a, a)"  # labels fit a 128 px cell
+        recon_sheet(out_dir / "recon_examples.png", sheet_rows,
+                    ["a", "b", own, "mix G(a, b)", "cycle a'"] if cycle_ok else ["a", own])
         report.files["recon_examples"] = str(out_dir / "recon_examples.png")
     res: dict[str, Any] = {
         "model_dir": str(model_dir), "held_out": held_note, "n_images": len(per), "lpips": lpips_note,

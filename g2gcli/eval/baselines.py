@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from g2g.eval_data import MixRun
+from g2g.eval.data import MixRun
 from g2g.fsutil import atomic_write_text
 
 BASELINES = ("paste", "warp-paste")

@@ -16,10 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from g2g import metrics as M
+from g2g.eval import metrics as M
 from g2g.config import AlignConfig, EvalConfig
-from g2g.eval_data import MixRun, map_crops, mixed_crop
-from g2g.eval_report import EvalError
+from g2g.eval.data import MixRun, map_crops, mixed_crop
+from g2g.eval.report import EvalError
+from g2g.preprocess import same_zoom
 
 IDENTITY_NETS = ("dlib", "facenet-vggface2", "facenet-casia-webface")
 
@@ -32,7 +33,7 @@ def trained_against(facts: dict[str, Any] | None) -> tuple[str | None, str]:
     if facts is None:
         return None, "unknown (no readable g2g_model.json)"
     train = facts.get("train") or {}
-    net = train.get("id_net") or train.get("identity_net") or "dlib"  # dlib: the trainer's default ID-loss net
+    net = "dlib"  # the only identity network the trainer's L_id uses
     if float(train.get("delta_id", 1.0) or 0.0) <= 0.0:
         return None, "no identity loss (delta_id = 0)"
     return str(net), f"identity loss delta_id = {train.get('delta_id', 1.0)}"
@@ -42,10 +43,10 @@ def parse_nets(spec: str) -> list[str]:
     """``"dlib,facenet-vggface2"`` -> known network names, in order, without repeats."""
     names = [n.strip() for n in str(spec).split(",") if n.strip()]
     if not names:
-        raise EvalError("--eval-net is empty; use dlib")
+        raise EvalError("--eval-net is empty; use dlib", usage=True)
     for n in names:
         if n not in IDENTITY_NETS:
-            raise EvalError(f"unknown --eval-net {n!r}; choose from {', '.join(IDENTITY_NETS)}")
+            raise EvalError(f"unknown --eval-net {n!r}; choose from {', '.join(IDENTITY_NETS)}", usage=True)
     return list(dict.fromkeys(names))
 
 
@@ -64,7 +65,7 @@ def open_identity_net(name: str, align: AlignConfig, device: str, batch_size: in
         from g2g.weights import WeightsError, locate
 
         try:
-            locate(name, download=False)
+            locate(name)
         except WeightsError as e:
             raise EvalError(f"--eval-net {name}: weights not available ({e})") from None
     cand = Path(model_dir) / "identity.onnx" if model_dir is not None and name == "dlib" else None
@@ -72,12 +73,12 @@ def open_identity_net(name: str, align: AlignConfig, device: str, batch_size: in
         try:
             meta = read_metadata(cand)
             if (meta.get("identity_net") == name and int(meta.get("input_size", 0)) == align.size
-                    and abs(float(meta.get("zoom", "nan")) - align.zoom) < 1e-6):
+                    and same_zoom(meta.get("zoom", "nan"), align.zoom)):
                 return IdentityEmbedder(cand, device=device, batch_size=batch_size)
         except Exception:  # unreadable or foreign file: export our own below
             pass
     try:
-        from g2g.export.identity import cached_identity_onnx
+        from g2g.identity import cached_identity_onnx
 
         path = cached_identity_onnx(name, zoom=align.zoom, size=align.size)
     except Exception as e:  # no torch, missing weights, unsupported size: one line, not a traceback

@@ -9,19 +9,19 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from g2g.eval_data import MixRun, mixed_crop, read_crop
-from g2g.fsutil import atomic_save_image, atomic_write_bytes, atomic_write_text
+from g2g.eval.data import MixRun, mixed_crop, read_crop
+from g2g.fsutil import atomic_save_image, atomic_write_text
 
 
 def plot_id_hist(path: Path, arrays: dict[str, Any], net) -> None:
     """Distances of outputs to their identity and pose photo over the real same/different-person distributions."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from g2g.sheets import save_figure
 
     vals = [a for a in (arrays["d_id"], arrays["same"], arrays["diff"], arrays["d_pose"]) if len(a)]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
     if vals:
         lo, hi = float(min(v.min() for v in vals)), float(max(v.max() for v in vals))
         bins = np.linspace(lo, hi + 1e-9, 40)
@@ -39,10 +39,7 @@ def plot_id_hist(path: Path, arrays: dict[str, Any], net) -> None:
                   "(image vs identity mean)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def examples_sheet(path: Path, run: MixRun, arrays: dict[str, Any], k: int) -> None:
@@ -66,11 +63,11 @@ def examples_sheet(path: Path, run: MixRun, arrays: dict[str, Any], k: int) -> N
     atomic_save_image(path, contact_sheet(rows, labels, ["pose", "identity", "output"], cell=min(size, 128)))
 
 
-def recon_sheet(path: Path, rows: Sequence[Sequence[np.ndarray]], size: int) -> None:
-    """Reconstruction examples, one held-out crop a per row: a | b | self | mix | cycle."""
+def recon_sheet(path: Path, rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str]) -> None:
+    """Reconstruction examples, one held-out crop a per row, one column per name in ``columns`` (128 px cells)."""
     from g2g.sheets import contact_sheet
 
-    sheet = contact_sheet(rows, None, ["a", "b", "self G(a,a)", "mix G(a,b)", "cycle a'"], cell=min(size, 128))
+    sheet = contact_sheet(rows, None, list(columns), cell=128)
     atomic_save_image(path, sheet)
 
 

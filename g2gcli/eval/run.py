@@ -1,22 +1,22 @@
 """``g2g eval``: numbers users can cite about a mix run (OUT) or a model's reassembly (MODEL + DATA).
 
 Metrics (one module each; the method is spelled out there)
-- ``id-sim`` (g2g.eval_identity): identity embedding of each mixed crop vs its
+- ``id-sim`` (g2g.eval.identity): identity embedding of each mixed crop vs its
   identity source (the mean embedding of that identity's aligned crops) and vs
   its pose source (the baseline it must beat), in the network's distance (dlib:
   Euclidean, threshold 0.6) and cosine, read against same- and different-person
   distributions of the run's real crops; the share of outputs whose nearest
   identity of the run is the right one.
-- ``id-retrieval`` (g2g.eval_identity): rank of the right identity among all
+- ``id-retrieval`` (g2g.eval.identity): rank of the right identity among all
   identities of the run (top-1, top-5, chance level).
-- ``pose`` (g2g.eval_pose): MTCNN 5-point error and yaw/pitch/roll differences
+- ``pose`` (g2g.eval.pose): MTCNN 5-point error and yaw/pitch/roll differences
   of the mixed crop vs its pose crop; baseline: the identity crop vs the pose crop.
-- ``expression`` (g2g.eval_expression): mouth opening and width, eye opening
+- ``expression`` (g2g.eval.expression): mouth opening and width, eye opening
   and brow height from dlib's 68 points, output vs pose crop, over the IOD;
   baseline: the identity's photo vs the pose crop (what copy-paste keeps).
-- ``--baselines`` (g2g.eval_baselines): paste and warp-paste on the run's own
+- ``--baselines`` (g2g.eval.baselines): paste and warp-paste on the run's own
   pairs, scored the same way, next to the model's numbers.
-- ``recon`` (g2g.eval_recon): PSNR, SSIM and LPIPS of self and cycle
+- ``recon`` (g2g.eval.recon): PSNR, SSIM and LPIPS of self and cycle
   reconstructions of held-out crops, on ONNX Runtime; a vs b is the floor.
 
 Skipped manifest lines (and ok lines whose crop file is gone) are counted and
@@ -33,15 +33,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from g2g.config import EvalConfig
-from g2g.eval_data import MixRun, load_mix, mixed_crop, model_facts, read_crop
-from g2g.eval_identity import (IDENTITY_NETS, identity_metrics, open_identity_net, parse_nets,
+from g2g.eval.data import MixRun, load_mix, mixed_crop, model_facts, read_crop
+from g2g.eval.identity import (IDENTITY_NETS, identity_metrics, open_identity_net, parse_nets,
                                reference_distributions, trained_against)
-from g2g.eval_plots import examples_sheet, plot_id_hist, write_csv
-from g2g.eval_expression import expression_metrics
-from g2g.eval_pose import pose_metrics
-from g2g.eval_recon import recon_metrics
-from g2g.eval_report import EvalError, EvalReport
+from g2g.eval.plots import examples_sheet, plot_id_hist, write_csv
+from g2g.eval.expression import expression_metrics
+from g2g.eval.pose import pose_metrics
+from g2g.eval.recon import recon_metrics
+from g2g.eval.report import EvalError, EvalReport
+from g2g.bundle import DEFAULT_MODEL_DIR
 from g2g.fsutil import atomic_write_json
+from g2g.preprocess import DEFAULT_ZOOM
+from g2g.detect import MTCNN_MIN_FACE
 
 MIX_METRICS = ("id-sim", "id-retrieval", "pose", "expression")
 METRICS = MIX_METRICS + ("recon",)
@@ -50,12 +53,31 @@ __all__ = ["evaluate", "EvalReport", "EvalError", "METRICS", "MIX_METRICS", "IDE
            "load_mix", "MixRun", "read_crop", "open_identity_net", "reference_distributions"]
 
 
+def _merged_with_earlier(path: Path, report: EvalReport) -> dict[str, Any]:
+    """This run's report, keeping the results of metrics that an earlier run into the same folder computed and this
+    one did not (``g2g eval OUT -m pose`` after ``-m all`` must not lose the identity numbers)."""
+    import json
+
+    new = report.to_dict()
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return new
+    if not isinstance(old, dict) or old.get("target") != new.get("target"):
+        return new
+    kept = {k: v for k, v in (old.get("results") or {}).items() if k not in new["results"]}
+    if kept:
+        new["results"] = {**kept, **new["results"]}
+        new["kept_from_earlier_run"] = sorted(kept)
+    return new
+
+
 def parse_metrics(items: Sequence[str]) -> list[str]:
     """``["id-sim,pose", "recon"]`` -> metric names in canonical order; ``all`` expands later."""
     names = [m.strip() for it in items for m in str(it).split(",") if m.strip()] or ["all"]
     for m in names:
         if m != "all" and m not in METRICS:
-            raise EvalError(f"unknown --metric {m!r}; choose from {', '.join(METRICS)}, all")
+            raise EvalError(f"unknown --metric {m!r}; choose from {', '.join(METRICS)}, all", usage=True)
     return names
 
 
@@ -127,7 +149,7 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         report.notes.append(f"{n_skipped} of {run.planned} planned outputs skipped and not evaluated "
                             f"({', '.join(f'{k}: {v}' for k, v in sorted(run.skipped.items()))})")
     if not run.run:
-        report.warnings.append("no run.json in the mix output: crop size taken from the files, zoom assumed 1.3")
+        report.warnings.append(f"no run.json in the mix output: crop size taken from the files, zoom assumed {DEFAULT_ZOOM}")
     rows = {id(r): {"pose": r.get("pose"), "identity": r.get("identity"), "status": "ok",
                     "mixed_crop": mixed_crop(r), "output": r.get("output")} for r in run.ok}
     if "id-sim" in report.metrics or "id-retrieval" in report.metrics:
@@ -136,7 +158,7 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         from g2g.detect import FaceDetector
 
         t1 = time.perf_counter()
-        detector = FaceDetector(cfg.device, min_face=max(12, run.align.size // 6))
+        detector = FaceDetector(cfg.device, min_face=max(MTCNN_MIN_FACE, run.align.size // 6))
         report.results["pose"] = pose_metrics(run, detector, cfg, rows)
         report.timings["pose"] = time.perf_counter() - t1
     if "expression" in report.metrics:
@@ -152,8 +174,8 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
 
 
 def _baselines(run: MixRun, nets: list[str], cfg: EvalConfig, report: EvalReport, out_dir: Path) -> None:
-    """paste and warp-paste on the run's own pairs, with the run's mix metrics (g2g.eval_baselines)."""
-    from g2g.eval_baselines import baseline_runs, headline
+    """paste and warp-paste on the run's own pairs, with the run's mix metrics (g2g.eval.baselines)."""
+    from g2g.eval.baselines import baseline_runs, headline
 
     t1 = time.perf_counter()
     for method, folder in baseline_runs(run, out_dir).items():
@@ -176,9 +198,10 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
     if cfg.batch_size < 1 or cfg.max_pairs < 1 or cfg.max_images < 1:
         raise EvalError("--batch-size, max_pairs and max_images must be >= 1")
     nets = parse_nets(cfg.eval_net)
-    # a mix run keeps its report beside its outputs; a model folder is a verified bundle
-    # (possibly the packaged default), so its report goes to ./g2g-eval/<model name>
-    default_out = target / "eval" if is_mix else Path("g2g-eval") / target.resolve().name
+    # reports go beside what they measure (OUT/eval, MODEL/eval; an extra folder does not touch a bundle's files),
+    # except for the model inside the installed package, whose report goes to ./g2g-eval/<model name>
+    packaged = not is_mix and target.resolve() == DEFAULT_MODEL_DIR.resolve()
+    default_out = Path("g2g-eval") / target.resolve().name if packaged else target / "eval"
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out
     report = EvalReport(target=str(target), metrics=chosen, out_dir=str(out_dir), device=cfg.device)
 
@@ -200,7 +223,7 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
         report.images += report.results["recon"]["n_images"]
         report.timings["recon"] = time.perf_counter() - t1
     report.elapsed_s = time.perf_counter() - t0
-    atomic_write_json(out_dir / "report.json", report.to_dict())
+    atomic_write_json(out_dir / "report.json", _merged_with_earlier(out_dir / "report.json", report))
     report.files["report"] = str(out_dir / "report.json")
     if cfg.json:
         atomic_write_json(Path(cfg.json), report.to_dict())

@@ -15,8 +15,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from g2g.config import AlignConfig
-from g2g.eval_report import EvalError
+from g2g.eval.report import EvalError
 from g2g.fsutil import UnsafePathError, safe_join
+from g2g.preprocess import DEFAULT_ZOOM
 
 
 @dataclass
@@ -30,6 +31,17 @@ class MixRun:
     planned: int
     gallery: dict[str, list[str]]  # identity -> its aligned crops (relative to OUT), sorted
     model_dir: Path | None
+
+
+def _whole(out: Path, rel: str, recorded: dict[str, Any] | None) -> bool:
+    """The crop is the file mix wrote (its digest; manifests from before digests: not empty). A damaged crop would
+    be scored as "no face found", a model miss, so it is counted apart instead."""
+    from g2g.fsutil import intact
+
+    try:
+        return intact(safe_join(out, rel), recorded)
+    except UnsafePathError:
+        return False
 
 
 def mixed_crop(rec: dict[str, Any]) -> str | None:
@@ -78,6 +90,8 @@ def load_mix(out: Path) -> MixRun:
         elif not (rel := mixed_crop(rec)) or not rec.get("pose_crop") or not _exists(out, rel) \
                 or not _exists(out, rec["pose_crop"]):
             reason = "eval:missing-crop"
+        elif not _whole(out, rel, rec.get("mixed_crop_digest")):  # truncated or replaced since mix wrote it
+            reason = "eval:damaged-crop"
         else:
             ok.append(rec)
             continue
@@ -91,7 +105,7 @@ def load_mix(out: Path) -> MixRun:
         with Image.open(out / mixed_crop(ok[0])) as im:  # type: ignore[operator]
             size = im.size[0]
     return MixRun(
-        out=out, run=run, align=AlignConfig(size=size or 128, zoom=float(align.get("zoom") or 1.3)), ok=ok,
+        out=out, run=run, align=AlignConfig(size=size or 128, zoom=float(align.get("zoom") or DEFAULT_ZOOM)), ok=ok,
         skipped=skipped, skipped_recs=skipped_recs, planned=len(last), gallery=_gallery(out, last),
         model_dir=Path(run["model_dir"]) if run.get("model_dir") else None,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from g2g.metrics import PSNR_CAP_DB
+from g2g.eval.metrics import PSNR_CAP_DB
+from g2g.errors import G2GError
 
 
-class EvalError(ValueError):
+class EvalError(G2GError):
     """A problem with the whole evaluation (bad target, missing weights): a one-line user error."""
 
 
