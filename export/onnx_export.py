@@ -224,6 +224,13 @@ def diffs_and_bounds(pairs: dict[str, tuple[np.ndarray, np.ndarray]], fp16: bool
     return diffs, bounds
 
 
+def _say(line: str) -> None:
+    """A progress line on stderr (exports take tens of seconds per part on a CPU)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(line, soft_wrap=True)
+
+
 def export_bundle(
     run_or_checkpoint: Path,
     out: Path,
@@ -231,6 +238,7 @@ def export_bundle(
     opset: int = 18,
     check_images: Path | None = None,
     identity: bool = True,
+    progress: bool = False,
 ) -> ExportReport:
     """Export the EMA generator of a run (its latest checkpoint) or a checkpoint file to ``out``.
 
@@ -309,7 +317,9 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
     try:
         models, inlined = {}, []
-        for part, (module, args, names, dyn) in specs.items():
+        for k, (part, (module, args, names, dyn)) in enumerate(specs.items()):
+            if progress:
+                _say(f"export: {part} ({k + 1}/{len(specs)}){', fp16' if fp16 else ''}")
             model = _export_part(module, args, names, dyn, opset, staging, part, inlined)
             if fp16:
                 from onnxconverter_common.float16 import convert_float_to_float16
@@ -320,7 +330,11 @@ def export_bundle(
                 _feed_outputs_as_fp16(model)
             models[part] = model
         if identity:
+            if progress:
+                _say("export: identity network (dlib ResNet)")
             models["identity"] = _identity_model(staging, mcfg)
+        if progress:
+            _say(f"export: parity on {report.parity_source}")
         if inlined:  # torch's default for the dynamo exporter, not a problem once inlined
             report.notes.append(f"torch wrote the weights of {', '.join(inlined)} as external data; "
                                 "inlined (one self-contained file per model)")

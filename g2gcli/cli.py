@@ -232,7 +232,7 @@ def export(
     """Export a checkpoint's EMA generator to a self-describing ONNX bundle, parity-checked against PyTorch."""
     from g2g.export.onnx_export import export_bundle
 
-    report = export_bundle(run, out, fp16=fp16, opset=opset, check_images=check_data, identity=identity)
+    report = export_bundle(run, out, fp16=fp16, opset=opset, check_images=check_data, identity=identity, progress=True)
     console.print(report.table())
     _print_json(report, as_json)
     for note in report.notes:

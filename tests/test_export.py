@@ -287,3 +287,15 @@ def test_train_init_from_refuses_crops_aligned_otherwise(bundle32, prepared_smal
     with pytest.raises(TrainError, match="zoom 1.3.*zoom 1.5.*--zoom 1.3"):
         train(data, tmp_path / "ft", cfg, progress=False, init_from=bundle32[0])
     assert not (tmp_path / "ft").exists()  # refused before anything was written
+
+
+def test_cli_export_prints_its_summary_as_json(tmp_path, run_dir):
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    res = CliRunner().invoke(app, ["export", str(run_dir), "-o", str(tmp_path / "m"), "--fp16", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)  # the summary alone on stdout; the table and progress lines go to stderr
+    assert summary["fp16"] and set(summary["files"]) == {*PARTS, "g2g_model.json"}  # no identity.onnx by default
+    assert "export: decoder (3/3), fp16" in res.stderr

@@ -126,16 +126,23 @@ def read_crop(path: Path, size: int | None = None) -> np.ndarray | None:
 
 
 def map_crops(fn: Callable[[np.ndarray], np.ndarray], root: Path, rels: Sequence[str], size: int | None,
-              batch: int) -> dict[str, np.ndarray]:
+              batch: int, label: str = "eval") -> dict[str, np.ndarray]:
     """``fn`` (uint8 crops (B, S, S, 3) -> (B, ...)) over the crops at ``root/rel``, in batches; unreadable ones are
-    left out."""
+    left out. Progress goes to stderr as ``label`` (a bar on a terminal, a line every 30 s in a log)."""
+    from g2g.progress import BatchProgress
+
     out: dict[str, np.ndarray] = {}
     rels = list(dict.fromkeys(rels))
-    for i in range(0, len(rels), batch):
-        chunk = [(r, read_crop(root / r, size)) for r in rels[i : i + batch]]
-        chunk = [(r, a) for r, a in chunk if a is not None]
-        if chunk:
-            out.update({r: e for (r, _), e in zip(chunk, fn(np.stack([a for _, a in chunk])))})
+    bar = BatchProgress(label, "crops", len(rels), counts=False)
+    try:
+        for i in range(0, len(rels), batch):
+            chunk = [(r, read_crop(root / r, size)) for r in rels[i : i + batch]]
+            chunk = [(r, a) for r, a in chunk if a is not None]
+            if chunk:
+                out.update({r: e for (r, _), e in zip(chunk, fn(np.stack([a for _, a in chunk])))})
+            bar.set(min(i + batch, len(rels)))
+    finally:
+        bar.close()
     return out
 
 

@@ -56,7 +56,8 @@ def expression_metrics(run: MixRun, cfg: EvalConfig, rows: dict[int, dict[str, A
     size, zoom = run.align.size, run.align.zoom
     id_first = {name: crops[0] for name, crops in run.gallery.items() if crops}
     rels = [r["pose_crop"] for r in run.ok] + [mixed_crop(r) for r in run.ok] + list(id_first.values())
-    lm = map_crops(lambda crops: landmarks68(crops, zoom), run.out, [r for r in rels if r], size, cfg.batch_size)
+    lm = map_crops(lambda crops: landmarks68(crops, zoom), run.out, [r for r in rels if r], size, cfg.batch_size,
+                   "eval expression")
     ev = [r for r in run.ok if r["pose_crop"] in lm and mixed_crop(r) in lm]
     if not ev:
         return {"n_measured": 0, "descriptors": list(DESCRIPTORS), "error": M.stats([]),

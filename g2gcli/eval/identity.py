@@ -88,7 +88,7 @@ def open_identity_net(name: str, align: AlignConfig, device: str, batch_size: in
 
 def embed_paths(net, root: Path, rels: Sequence[str], size: int, batch: int) -> dict[str, np.ndarray]:
     """Embeddings of the crops at ``root/rel`` (unreadable crops are left out), read in batches."""
-    return map_crops(net.embed, root, rels, size, batch)
+    return map_crops(net.embed, root, rels, size, batch, f"eval {net.name}")
 
 
 # --- distances ----------------------------------------------------------------------------------------------------
