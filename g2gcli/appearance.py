@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from g2g.facegeom import face_mask, match_colour, transfer_expression, warp_to
+from g2g.facegeom import face_mask, match_colour, transfer_expression, warp_to, with_pose_mouth
 from g2g.landmarks import closest_shape
 from g2g.mixers import IdentityFaces, PoseFace, _Faces
 from g2g.preprocess import to_input
@@ -100,14 +100,15 @@ def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
 
 def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
                 rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None,
-                warp: bool = True) -> PairInputs:
+                warp: bool = True, keep_mouth: bool = False) -> PairInputs:
     """Inputs for the rest crop ``rest`` (S, S, 3) uint8 and identity crops ``ids`` (K, S, S, 3) uint8.
 
     The target geometry is ``ids[0]``'s face shape with the rest's expression (mix puts
     the identity photo closest to the pose first). ``rng`` jitters the mask (training);
     ``rest_mask`` as in :func:`rest_inputs`. ``warp=False`` (the ``pooled`` and ``dlib``
     encoders, which pool identity into one code): the identity crops as they are, and
-    ``base`` is the masked rest, so identity can only come in through that code.
+    ``base`` is the masked rest, so identity can only come in through that code. ``keep_mouth``: the paste
+    (``base``) keeps the rest's own mouth opening (:func:`g2g.facegeom.with_pose_mouth`).
     """
     geom = transfer_expression(ids_lm[0], rest_lm)
     content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng, rest_mask)
@@ -118,7 +119,8 @@ def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: 
                           geom.astype(np.float32))
     hard = (mask > 0.5).astype(np.float32)
     warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
-    base = rest_f * (1 - m) + _float(warped[0]) * m
+    paste = with_pose_mouth(warped[0], geom, rest, rest_lm) if keep_mouth else warped[0]
+    base = rest_f * (1 - m) + _float(paste) * m
     return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask, rest_f,
                       geom.astype(np.float32))
 
@@ -137,8 +139,9 @@ class AppearanceMixer(_Faces):
 
     name = "model"
 
-    def __init__(self, bundle: Any):
+    def __init__(self, bundle: Any, keep_mouth: bool = False):
         super().__init__(bundle.align)
+        self.keep_mouth = keep_mouth
         self.bundle, self.sha256, self.root = bundle, bundle.sha256, bundle.root
         self.providers, self.device, self.note = bundle.providers, bundle.device, bundle.note
         self.warp = bundle.model.warped_identity
@@ -151,7 +154,7 @@ class AppearanceMixer(_Faces):
             j = closest_shape(ident.lm, pose.lm)
             order = [j] + [i for i in range(len(ident.crops)) if i != j]
             inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order], rest_mask=pose.mask,
-                                      warp=self.warp))
+                                      warp=self.warp, keep_mouth=self.keep_mouth))
         by_k: dict[int, list[int]] = {}
         for i, p in enumerate(inputs):
             by_k.setdefault(len(p.identity), []).append(i)

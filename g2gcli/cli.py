@@ -264,6 +264,7 @@ def mix(
     min_face: int = typer.Option(40, help="Ignore faces whose box is smaller than this, px in the photo."),
     min_score: float = typer.Option(0.95, help="Ignore faces whose MTCNN probability is below this."),
     feather: float = typer.Option(0.1, help="Soft edge of the paste-back mask, as a fraction of the crop (0 = hard edge)."),
+    keep_mouth: bool = _flag(False, "--keep-mouth", help="Keep the pose photo's own mouth opening (teeth, tongue, the dark inside), as FaceFusion's mouth mask region does: the expression follows the pose, at some cost in identity."),
     fmt: Literal[MIX_FORMATS] = typer.Option("jpg", "--format", help="Output format: jpg (quality 95), png or webp."),
     workers: int = typer.Option(4, help="Threads decoding, aligning and writing images."),
     as_json: bool = _flag(False, "--json", help="Also print the summary as JSON on stdout (the table goes to stderr)."),
@@ -274,7 +275,7 @@ def mix(
 
     cfg = MixConfig(method=method, size=size, pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
                     grid=grid, shard=shard, device=device, strict=strict, faces=faces, min_face=min_face,
-                    min_score=min_score, feather=feather, workers=workers, fmt=fmt)
+                    min_score=min_score, feather=feather, workers=workers, fmt=fmt, keep_mouth=keep_mouth)
     report = mix_folders(poses, ids, out, cfg, model_dir=model)
     console.print(report.table())
     _print_json(report, as_json)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from g2g.landmarks import BROWS, EYES_AND_BROWS, JAW, MOUTH, interocular68, mouth_opening
+from g2g.landmarks import BROWS, EYES_AND_BROWS, INNER_LIPS, JAW, MOUTH, interocular68, mouth_opening
 
 MASK_SCALE = 1.2  # 1.2x the brows-to-chin hull: dlib still finds the pose person in 12.5% of masked held-out
 # rests (nearest of 40, chance 2.5%), against 37.5% at 1.0x and 92.5% unmasked (README, "What it does")
@@ -106,19 +106,21 @@ def transfer_expression(id_lm: np.ndarray, pose_lm: np.ndarray, jaw_follow: floa
     Kept from the identity: the jaw outline, the nose, the eye and brow positions
     and widths, the mouth position. Taken from the pose: the mouth's shape
     (width, lip curves and opening) around the identity's mouth centre, each
-    eye's vertical opening, each brow's height above its eye. The chin drops by
-    ``jaw_follow`` x the extra mouth opening.
+    eye's vertical opening, each brow's height above its eye, all scaled by the
+    ratio of the two inter-ocular distances (a smile is as wide *relative to the
+    face*). The chin drops by ``jaw_follow`` x the extra mouth opening.
     """
     out = np.array(id_lm, np.float64)
     pose = np.asarray(pose_lm, np.float64)
+    k = float(interocular68(out)) / max(float(interocular68(pose)), 1e-6)  # expression is relative to the face's size
     mc_id, mc_pose = out[MOUTH].mean(0), pose[MOUTH].mean(0)
-    out[MOUTH] = pose[MOUTH] - mc_pose + mc_id
+    out[MOUTH] = (pose[MOUTH] - mc_pose) * k + mc_id
     for eye, brow in EYES_AND_BROWS:
         ec_id, ec_pose = out[eye].mean(0), pose[eye].mean(0)
-        out[eye, 1] = ec_id[1] + (pose[eye, 1] - ec_pose[1])  # the pose's lid heights around the identity's eye
-        lift = (pose[brow, 1].mean() - ec_pose[1]) - (out[brow, 1].mean() - ec_id[1])
+        out[eye, 1] = ec_id[1] + (pose[eye, 1] - ec_pose[1]) * k  # the pose's lid heights around the identity's eye
+        lift = (pose[brow, 1].mean() - ec_pose[1]) * k - (out[brow, 1].mean() - ec_id[1])
         out[brow, 1] += lift
-    opening = float(mouth_opening(pose) - mouth_opening(id_lm))
+    opening = float(mouth_opening(pose) * k - mouth_opening(id_lm))
     w = np.exp(-0.5 * ((np.arange(17) - 8) / 3.0) ** 2)  # most at the chin (point 8), little at the ears
     out[JAW, 1] += jaw_follow * opening * w
     return out
@@ -149,3 +151,28 @@ def blend(face: np.ndarray, onto: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 ``face`` blended into ``onto`` (S, S, 3) through the soft ``mask`` (S, S)."""
     m = mask[..., None]
     return np.clip(np.rint(onto.astype(np.float32) * (1 - m) + face.astype(np.float32) * m), 0, 255).astype(np.uint8)
+
+
+def inner_mouth_mask(lm: np.ndarray, size: int, grow: float = 0.15, lips: bool = False) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: the mouth opening (inside the inner lips, grown by ``grow`` x its own height so the
+    lip edge blends), softened by about half a pixel at 64 px; empty for a closed mouth. ``lips``: the whole mouth,
+    lips included (inside the outer lip line)."""
+    pts = np.asarray(lm, np.float64)[MOUTH if lips else INNER_LIPS]
+    if lips:
+        pts = pts[:12]  # the outer lip line, 48-59
+    c = pts.mean(0)
+    pts = c + (pts - c) * np.array([1.0, 1.0 + 2 * grow])  # taller, not wider: the corners stay where they are
+    canvas = np.zeros((size, size), np.float32)
+    cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32).reshape(-1, 1, 2)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return np.clip(cv2.GaussianBlur(canvas, (0, 0), 0.5 * size / 64), 0.0, 1.0)
+
+
+def with_pose_mouth(face: np.ndarray, geometry: np.ndarray, pose: np.ndarray, pose_lm: np.ndarray,
+                    lips: bool = False) -> np.ndarray:
+    """``face`` (S, S, 3) uint8, drawn on ``geometry``, with the pose photo's own mouth opening (teeth, tongue, the
+    dark inside) warped onto that geometry: a warped closed mouth has no interior, so it would read as closed.
+    FaceFusion's "mouth" mask region does the same for its swaps."""
+    keep = inner_mouth_mask(geometry, face.shape[0], lips=lips)
+    if keep.max() <= 0:
+        return face
+    return blend(warp_to(pose, pose_lm, geometry), face, keep)

@@ -129,7 +129,7 @@ class MixReport:
 
 def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
     """Hash of the settings that change an output's pixels (not pairing, sharding, batching or device)."""
-    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels")
+    keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels", "keep_mouth")
     rec = {k: getattr(cfg, k) for k in keys} | {"size": mixer.align.size, "zoom": mixer.align.zoom,
                                                  "method": mixer.name}
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
@@ -293,7 +293,8 @@ def mix_folders(
     if not id_files:
         raise MixError(f"no images found under IDS {ids}")
     try:
-        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=cfg.size)
+        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=cfg.size,
+                           keep_mouth=cfg.keep_mouth)
     except DeviceError as e:
         raise MixError(str(e)) from None
     plan = build_plan(pose_files, group_identities(id_files), cfg.pairs, cfg.per_pose, cfg.seed)

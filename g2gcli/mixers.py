@@ -116,6 +116,7 @@ class PasteMixer(_Faces):
     """``paste`` / ``warp-paste`` / ``expression-paste``: the non-learned frontier."""
 
     method: str = "paste"  # paste | warp-paste | expression-paste
+    keep_mouth: bool = False  # the pose's own mouth opening stays (g2g.facegeom.with_pose_mouth)
     name: str = "paste"
     providers: list[str] = field(default_factory=list)
     device: str = "cpu"
@@ -129,10 +130,10 @@ class PasteMixer(_Faces):
     def sha256(self) -> str:
         import hashlib
 
-        return hashlib.sha256(f"g2g-method/{self.name}/1".encode()).hexdigest()
+        return hashlib.sha256(f"g2g-method/{self.name}/1{'/keep-mouth' if self.keep_mouth else ''}".encode()).hexdigest()
 
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
-        from g2g.facegeom import blend, match_colour, warp_to
+        from g2g.facegeom import blend, match_colour, warp_to, with_pose_mouth
         from g2g.landmarks import closest_shape
 
         crops, masks = [], []
@@ -142,17 +143,20 @@ class PasteMixer(_Faces):
                 from g2g.appearance import pair_inputs
                 from g2g.preprocess import to_image
 
-                p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1], rest_mask=pose.mask)
+                p = pair_inputs(pose.crop, pose.lm, ident.crops[j : j + 1], ident.lm[j : j + 1], rest_mask=pose.mask,
+                                keep_mouth=self.keep_mouth)
                 crops.append(to_image(p.base[None])[0])
                 masks.append(p.mask)
                 continue
-            face = ident.crops[j]
+            face, geometry = ident.crops[j], ident.lm[j]
             if self.name == "warp-paste":
-                face = warp_to(face, ident.lm[j], pose.lm)
+                face, geometry = warp_to(face, ident.lm[j], pose.lm), pose.lm
                 face_area = pose.mask
             else:
                 face_area = ident.masks[j]  # type: ignore[index]
             face = match_colour(face, face_area, pose.crop, pose.mask)
+            if self.keep_mouth:
+                face = with_pose_mouth(face, geometry, pose.crop, pose.lm)
             crops.append(blend(face, pose.crop, pose.mask))
             masks.append(pose.mask)
         return np.stack(crops), np.stack(masks)
@@ -199,7 +203,7 @@ class CodeMixer:
 
 
 def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_size: int = 16,
-               size: int | None = None, zoom: float | None = None) -> Mixer:
+               size: int | None = None, zoom: float | None = None, keep_mouth: bool = False) -> Mixer:
     """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one)."""
     if method not in METHODS:
         raise G2GError(f"--method must be one of {', '.join(METHODS)}, got {method!r}", usage=True)
@@ -212,7 +216,10 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
         if bundle.model.masked_rest:
             from g2g.appearance import AppearanceMixer
 
-            return AppearanceMixer(bundle)
+            return AppearanceMixer(bundle, keep_mouth=keep_mouth)
+        if keep_mouth:
+            raise G2GError("--keep-mouth needs a masked-rest model or a paste method: a funit model redraws the crop",
+                           usage=True)
         return CodeMixer(bundle)
     align = AlignConfig(size=size or 128, zoom=zoom or DEFAULT_ZOOM)
-    return PasteMixer(align, method=method)
+    return PasteMixer(align, method=method, keep_mouth=keep_mouth)

@@ -114,6 +114,22 @@ def test_expression_measure_zero_for_identical_and_large_for_an_open_mouth(faces
     assert err[0] > 2 * err[2]  # and far more than the eyes, which did not change
 
 
+def test_keep_mouth_brings_the_pose_mouth_opening_and_nothing_else(faces):
+    from g2g.facegeom import inner_mouth_mask, warp_to, with_pose_mouth
+    from g2g.landmarks import interocular68
+
+    crops, lm = faces
+    opened = lm[0].copy()
+    opened[[56, 57, 58, 65, 66, 67], 1] += 0.25 * float(interocular68(lm[0]))  # the pose opens its mouth
+    pose = warp_to(crops[0], lm[0], opened)
+    inside = inner_mouth_mask(opened, pose.shape[0])
+    pose[inside > 0.5] = (20, 10, 10)  # ... showing its dark interior
+    face = warp_to(crops[1], lm[1], opened)  # another person drawn on that geometry: lips apart, no interior
+    out = with_pose_mouth(face, opened, pose, opened)
+    assert np.array_equal(out[inside == 0], face[inside == 0])  # only the opening changes
+    assert out[inside > 0.5].mean() < 0.5 * face[inside > 0.5].mean()  # and it is the pose's dark inside
+
+
 def test_sampler_never_uses_the_target_as_its_identity_source(tmp_path, prepared_small):
     from g2g.train.appearance_data import AppearanceBatches, load_bank
 
