@@ -264,7 +264,7 @@ def mix(
     min_face: int = typer.Option(40, help="Ignore faces whose box is smaller than this, px in the photo."),
     min_score: float = typer.Option(0.95, help="Ignore faces whose MTCNN probability is below this."),
     feather: float = typer.Option(0.1, help="Soft edge of the paste-back mask, as a fraction of the crop (0 = hard edge)."),
-    keep_mouth: bool = _flag(False, "--keep-mouth", help="Keep the pose photo's own mouth opening (teeth, tongue, the dark inside), as FaceFusion's mouth mask region does: the expression follows the pose, at some cost in identity."),
+    keep_mouth: Optional[bool] = typer.Option(None, "--keep-mouth/--no-keep-mouth", metavar="", show_default=False, help="Keep the pose photo's own mouth opening (teeth, tongue, the dark inside), as FaceFusion's mouth mask region does: the expression follows the pose, at some cost in identity. Default: on for --method auto without --model, off otherwise."),
     fmt: Literal[MIX_FORMATS] = typer.Option("jpg", "--format", help="Output format: jpg (quality 95), png or webp."),
     workers: int = typer.Option(4, help="Threads decoding, aligning and writing images."),
     as_json: bool = _flag(False, "--json", help="Also print the summary as JSON on stdout (the table goes to stderr)."),

@@ -209,7 +209,7 @@ class MixConfig:
     min_face: int = 40
     min_score: float = 0.95
     feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
-    keep_mouth: bool = False  # keep the pose photo's own mouth opening (teeth, the dark inside)
+    keep_mouth: bool | None = None  # keep the pose's own mouth opening; None: only for the default method (auto, no model)
     workers: int = 4
     fmt: str = "jpg"  # output image format
     max_pixels: int = 40_000_000  # larger photos are skipped (decompression bombs), as in prepare

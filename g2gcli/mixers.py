@@ -203,10 +203,15 @@ class CodeMixer:
 
 
 def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_size: int = 16,
-               size: int | None = None, zoom: float | None = None, keep_mouth: bool = False) -> Mixer:
-    """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one)."""
+               size: int | None = None, zoom: float | None = None, keep_mouth: bool | None = None) -> Mixer:
+    """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one).
+
+    ``keep_mouth=None`` keeps the pose's mouth opening for the default method only (``auto`` without a model:
+    expression-paste, which with it meets the identity issue's floor on held-out people at 128 px)."""
     if method not in METHODS:
         raise G2GError(f"--method must be one of {', '.join(METHODS)}, got {method!r}", usage=True)
+    if keep_mouth is None:
+        keep_mouth = method == "auto" and model_dir is None
     if method == "auto":
         method = "model" if model_dir is not None else DEFAULT_METHOD
     if method == "model":

@@ -130,6 +130,16 @@ def test_keep_mouth_brings_the_pose_mouth_opening_and_nothing_else(faces):
     assert out[inside > 0.5].mean() < 0.5 * face[inside > 0.5].mean()  # and it is the pose's dark inside
 
 
+def test_keep_mouth_is_on_for_the_default_method_only():
+    from g2g.mixers import open_mixer
+
+    auto = open_mixer("auto", None)
+    assert auto.name == "expression-paste" and auto.keep_mouth  # chosen by the held-out numbers (README)
+    assert not open_mixer("expression-paste", None).keep_mouth and open_mixer("paste", None, keep_mouth=True).keep_mouth
+    assert not open_mixer("auto", None, keep_mouth=False).keep_mouth
+    assert open_mixer("auto", None).sha256 != open_mixer("auto", None, keep_mouth=False).sha256  # resume tells apart
+
+
 def test_sampler_never_uses_the_target_as_its_identity_source(tmp_path, prepared_small):
     from g2g.train.appearance_data import AppearanceBatches, load_bank
 
