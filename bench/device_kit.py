@@ -88,7 +88,7 @@ def pack(data: Path, out: Path, split: Path | None, size: int, max_crops: int | 
     people = set(json.loads(split.read_text())["train"]) if split else None
     payloads: dict[str, bytes] = {}
     payloads["data.tar"], n = _data_tar(data, people, size, max_crops)
-    payloads["weights.tar"] = _tar({locate(w).name: locate(w).read_bytes() for w in WEIGHTS})
+    payloads["weights.tar"] = _tar({path.name: path.read_bytes() for path in map(locate, WEIGHTS)})
     libs: dict[str, bytes] = {}
     for lib in LIBRARIES:
         root = Path(__import__(lib).__file__).parent

@@ -39,11 +39,11 @@ import numpy as np
 
 from g2g import __version__
 from g2g.config import AlignConfig, ModelConfig, TrainConfig, from_dict
-from g2g.fsutil import atomic_write_bytes, atomic_write_text, claim_output
-
 from g2g.bundle import BUNDLE_FORMAT, META_FILE, PARTS, SUMS_FILE
-from g2g.preprocess import NORMALISATION, resize_to_model, to_input
 from g2g.errors import G2GError
+from g2g.fsutil import atomic_write_bytes, atomic_write_text, claim_output
+from g2g.preprocess import NORMALISATION, resize_to_model, to_input
+from g2g.progress import say  # exports take tens of seconds per part on a CPU: a line per step
 # max |onnx - torch| allowed, times max(1, max |torch output|)
 BOUNDS_FP32 = {"content_encoder": 1e-3, "class_encoder": 1e-3, "decoder": 1e-3, "mix": 1e-3}
 BOUNDS_FP16 = {"content_encoder": 1e-2, "class_encoder": 1e-2, "decoder": 5e-2, "mix": 5e-2}
@@ -224,13 +224,6 @@ def diffs_and_bounds(pairs: dict[str, tuple[np.ndarray, np.ndarray]], fp16: bool
     return diffs, bounds
 
 
-def _say(line: str) -> None:
-    """A progress line on stderr (exports take tens of seconds per part on a CPU)."""
-    from rich.console import Console
-
-    Console(stderr=True).print(line, soft_wrap=True)
-
-
 def export_bundle(
     run_or_checkpoint: Path,
     out: Path,
@@ -319,7 +312,7 @@ def export_bundle(
         models, inlined = {}, []
         for k, (part, (module, args, names, dyn)) in enumerate(specs.items()):
             if progress:
-                _say(f"export: {part} ({k + 1}/{len(specs)}){', fp16' if fp16 else ''}")
+                say(f"export: {part} ({k + 1}/{len(specs)}){', fp16' if fp16 else ''}")
             model = _export_part(module, args, names, dyn, opset, staging, part, inlined)
             if fp16:
                 from onnxconverter_common.float16 import convert_float_to_float16
@@ -331,10 +324,10 @@ def export_bundle(
             models[part] = model
         if identity:
             if progress:
-                _say("export: identity network (dlib ResNet)")
+                say("export: identity network (dlib ResNet)")
             models["identity"] = _identity_model(staging, mcfg)
         if progress:
-            _say(f"export: parity on {report.parity_source}")
+            say(f"export: parity on {report.parity_source}")
         if inlined:  # torch's default for the dynamo exporter, not a problem once inlined
             report.notes.append(f"torch wrote the weights of {', '.join(inlined)} as external data; "
                                 "inlined (one self-contained file per model)")

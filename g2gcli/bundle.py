@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from g2g.config import AlignConfig, ModelConfig, from_dict
-from g2g.fsutil import sha256_file
-from g2g.preprocess import PreprocessError, check_normalisation
-from g2g.runtime import SessionInfo, open_session, run_bound
 from g2g.errors import G2GError
+from g2g.fsutil import sha256_file
+from g2g.preprocess import check_normalisation
+from g2g.runtime import SessionInfo, open_session, run_bound
 
 BUNDLE_FORMAT = "g2g-onnx-bundle/1"
 META_FILE = "g2g_model.json"
@@ -207,10 +207,7 @@ def open_bundle(model_dir: Path | None, device: str = "auto", batch_size: int = 
     root = default_model_dir() if model_dir is None else Path(model_dir)
     meta, digest = read_bundle_meta(root)
     model = from_dict(ModelConfig, meta["model"])
-    try:
-        check_normalisation(meta.get("normalisation"), str(root / META_FILE))
-    except PreprocessError as e:
-        raise BundleError(str(e)) from None
+    check_normalisation(meta.get("normalisation"), str(root / META_FILE), BundleError)
     a = meta.get("align") or {}
     align = AlignConfig(size=int(a.get("size", model.image_size)), zoom=float(a.get("zoom", model.zoom)))
     sessions = {}

@@ -32,8 +32,6 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-
-
 def _verb(fn: Callable) -> Callable:
     """Every verb: the user's mistakes and the environment's (G2GError; OSError: a full disk, a read-only -o) are
     one line on stderr and an exit status (README, "Exit status"), never a traceback; Ctrl-C exits 130."""
@@ -76,8 +74,8 @@ def _val_split(text: str) -> dict[str, Any]:
     try:
         value = float(text)
     except ValueError:
-        raise G2GError(f"--val-people must be a count (6) or a fraction (0.1), got {text!r}", usage=True) from None
-    if value < 0 or (value >= 1 and value != int(value)):
+        value = -1.0  # not a number: refused below
+    if not 0 <= value < float("inf") or (value >= 1 and value != int(value)):  # NaN and inf fail the range
         raise G2GError(f"--val-people must be a count (6) or a fraction (0.1), got {text!r}", usage=True)
     return {"val_people": int(value)} if value >= 1 else {"val_fraction": value, "val_people": 0}
 

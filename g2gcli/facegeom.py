@@ -153,13 +153,10 @@ def blend(face: np.ndarray, onto: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(onto.astype(np.float32) * (1 - m) + face.astype(np.float32) * m), 0, 255).astype(np.uint8)
 
 
-def inner_mouth_mask(lm: np.ndarray, size: int, grow: float = 0.15, lips: bool = False) -> np.ndarray:
+def inner_mouth_mask(lm: np.ndarray, size: int, grow: float = 0.15) -> np.ndarray:
     """(S, S) float32 in [0, 1]: the mouth opening (inside the inner lips, grown by ``grow`` x its own height so the
-    lip edge blends), softened by about half a pixel at 64 px; empty for a closed mouth. ``lips``: the whole mouth,
-    lips included (inside the outer lip line)."""
-    pts = np.asarray(lm, np.float64)[MOUTH if lips else INNER_LIPS]
-    if lips:
-        pts = pts[:12]  # the outer lip line, 48-59
+    lip edge blends), softened by about half a pixel at 64 px; empty for a closed mouth."""
+    pts = np.asarray(lm, np.float64)[INNER_LIPS]
     c = pts.mean(0)
     pts = c + (pts - c) * np.array([1.0, 1.0 + 2 * grow])  # taller, not wider: the corners stay where they are
     canvas = np.zeros((size, size), np.float32)
@@ -167,12 +164,11 @@ def inner_mouth_mask(lm: np.ndarray, size: int, grow: float = 0.15, lips: bool =
     return np.clip(cv2.GaussianBlur(canvas, (0, 0), 0.5 * size / 64), 0.0, 1.0)
 
 
-def with_pose_mouth(face: np.ndarray, geometry: np.ndarray, pose: np.ndarray, pose_lm: np.ndarray,
-                    lips: bool = False) -> np.ndarray:
+def with_pose_mouth(face: np.ndarray, geometry: np.ndarray, pose: np.ndarray, pose_lm: np.ndarray) -> np.ndarray:
     """``face`` (S, S, 3) uint8, drawn on ``geometry``, with the pose photo's own mouth opening (teeth, tongue, the
     dark inside) warped onto that geometry: a warped closed mouth has no interior, so it would read as closed.
     FaceFusion's "mouth" mask region does the same for its swaps."""
-    keep = inner_mouth_mask(geometry, face.shape[0], lips=lips)
+    keep = inner_mouth_mask(geometry, face.shape[0])
     if keep.max() <= 0:
         return face
     return blend(warp_to(pose, pose_lm, geometry), face, keep)

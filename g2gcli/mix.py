@@ -40,17 +40,18 @@ import numpy as np
 
 from g2g import __version__
 from g2g.bundle import BundleError
-from g2g.preprocess import resize_to_model
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
-from g2g.fsutil import append_jsonl, claim_output, intact, atomic_save_image, atomic_write_json, read_jsonl, repair_jsonl_tail, safe_join
-from g2g.images import SkipImage, scan_folder
-from g2g.photos import FacePolicy, align_photo, load_photo, open_detector, output_stems, select_faces
-from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
-from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
-from g2g.progress import BatchProgress, summary_table
-from g2g.runtime import DeviceError
 from g2g.detect import MTCNN_MIN_FACE
 from g2g.errors import G2GError, check_options
+from g2g.fsutil import (append_jsonl, atomic_save_image, atomic_write_json, claim_output, intact, read_jsonl,
+                        repair_jsonl_tail, safe_join)
+from g2g.images import SkipImage, scan_folder
+from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
+from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
+from g2g.photos import FacePolicy, align_photo, load_photo, open_detector, output_stems, select_faces
+from g2g.preprocess import resize_to_model
+from g2g.progress import BatchProgress, summary_table
+from g2g.runtime import DeviceError
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
@@ -328,7 +329,8 @@ def mix_folders(
         return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha
                     and r.get("settings_sha256") == set_sha and r.get("output")
                     and intact(out / r["output"], r.get("output_digest"))
-                    and (not r.get("mixed_crop") or intact(out / r["mixed_crop"], r.get("mixed_crop_digest"))))
+                    and (r.get("mixed_crop") in (None, r["output"])  # --aligned/--crop-only: one file, hashed once
+                         or intact(out / r["mixed_crop"], r.get("mixed_crop_digest"))))
 
     todo = [pr for pr in pairs if not done(pr)]
     report.resumed = len(pairs) - len(todo)

@@ -32,14 +32,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from g2g.config import AlignConfig
+from g2g.config import METHODS, AlignConfig
 from g2g.errors import G2GError
 from g2g.preprocess import DEFAULT_ZOOM
 
-from g2g.config import METHODS
-# ``auto``: the model when one is given (--model), else this: the method with the best held-out numbers (README's
-# ablation table: expression-paste keeps more identity than the shipped 62-minute CPU model at the same expression
-# error; the model's reconstructions are closer to the photos). ``--method model`` runs the shipped model.
+# ``auto``: the model when one is given (--model), else this, with the pose's mouth kept (open_mixer): the method with
+# the best held-out numbers (README's ablation table: expression-paste keeps more identity than the shipped 62-minute
+# CPU model at the same expression error). ``--method model`` runs the shipped model.
 DEFAULT_METHOD = "expression-paste"
 
 

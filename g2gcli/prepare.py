@@ -40,11 +40,12 @@ import numpy as np
 
 from g2g import __version__
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
-from g2g.fsutil import DISK_ERRNOS, append_jsonl, claim_output, intact, atomic_save_image, atomic_write_json, read_jsonl, repair_jsonl_tail, safe_join
+from g2g.errors import G2GError, check_options
+from g2g.fsutil import (DISK_ERRNOS, append_jsonl, atomic_save_image, atomic_write_json, claim_output, intact,
+                        read_jsonl, repair_jsonl_tail, safe_join)
 from g2g.images import REASONS, LoadedImage, SkipImage, scan_folder
 from g2g.photos import FacePolicy, align_photo, identity_of, load_photo, open_detector, output_stems, select_faces
 from g2g.progress import BatchProgress, summary_table
-from g2g.errors import G2GError, check_options
 
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "prepare_config.json"
@@ -128,14 +129,15 @@ class PrepareReport:
         return t
 
 
-def _check_config(cfg: PrepareConfig) -> None:
+def _check_config(cfg: PrepareConfig) -> FacePolicy:
+    """Refuse option values no run can use (usage errors); the run's face policy."""
     check_options([
         (64 <= cfg.size <= 256, f"--size must be between 64 and 256, got {cfg.size}"),
         (cfg.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
         (0 < cfg.zoom <= 4, f"zoom must be in (0, 4], got {cfg.zoom}"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
     ], PrepareError)
-    FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
+    return FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
 
 
 def _config_record(cfg: PrepareConfig) -> dict[str, Any]:
@@ -218,7 +220,7 @@ def prepare_folder(
     manifest lines with a reason.
     """
     t_start = time.perf_counter()
-    _check_config(cfg)
+    policy = _check_config(cfg)
     src, out = Path(src).resolve(), Path(out).resolve()
     if not src.is_dir():
         raise PrepareError(f"SRC {src} is not a folder")
@@ -292,7 +294,7 @@ def prepare_folder(
             t = time.perf_counter()
             lines, n_ok, n_skip = [], 0, 0
             for i, (p, loaded) in enumerate(chunk):
-                recs = _process_one(rels[p], loaded, faces_of.get(i), cfg, stems[rels[p]], ext, out, template)
+                recs = _process_one(rels[p], loaded, faces_of.get(i), cfg, policy, stems[rels[p]], ext, out, template)
                 lines += recs
                 if recs[0]["status"] == "ok":
                     n_ok += 1
@@ -320,7 +322,8 @@ def prepare_folder(
 
 
 def _process_one(
-    rel: Path, loaded: LoadedImage | SkipImage, faces, cfg: PrepareConfig, stem: Path, ext: str, out: Path,
+    rel: Path, loaded: LoadedImage | SkipImage, faces, cfg: PrepareConfig, policy: FacePolicy, stem: Path, ext: str,
+    out: Path,
     template: np.ndarray,
 ) -> list[dict[str, Any]]:
     """Manifest lines of one source photo, writing its crops."""
@@ -337,7 +340,7 @@ def _process_one(
     if isinstance(faces, DetectorError):
         return [_record(rel, cfg, status="skipped", reason="detector-error", message=str(faces), **base)]
     faces = faces or []
-    chosen, reason, message = select_faces(faces, FacePolicy.of(cfg, FACE_POLICIES))
+    chosen, reason, message = select_faces(faces, policy)
     base["n_faces"] = len(faces)
     base["n_accepted"] = sum(f.score >= cfg.min_score and f.side >= cfg.min_face for f in faces)
     if reason is not None:

@@ -45,14 +45,14 @@ def same_zoom(a: float, b: float) -> bool:
     return abs(float(a) - float(b)) <= ZOOM_TOLERANCE
 
 
-def check_zoom(found: float | None, expected: float, what: str) -> None:
+def check_zoom(found: float | None, expected: float, what: str, error: type[G2GError] = PreprocessError) -> None:
     """Refuse crops aligned at another zoom (they frame the face differently); ``found=None``: not recorded."""
     if found is not None and not same_zoom(found, expected):
-        raise PreprocessError(f"{what} uses zoom {found} but the model was trained at zoom {expected}: "
-                              f"prepare with --zoom {expected}")
+        raise error(f"{what} uses zoom {found} but the model was trained at zoom {expected}: "
+                    f"prepare with --zoom {expected}")
 
 
-def check_normalisation(meta_value: object, where: str) -> None:
+def check_normalisation(meta_value: object, where: str, error: type[G2GError] = PreprocessError) -> None:
     """A bundle's recorded normalisation must be g2g's (bundles from before it was recorded have none)."""
     if meta_value is not None and meta_value != NORMALISATION:
-        raise PreprocessError(f"{where}: the model expects normalisation {meta_value}, g2g feeds {NORMALISATION}")
+        raise error(f"{where}: the model expects normalisation {meta_value}, g2g feeds {NORMALISATION}")

@@ -11,6 +11,13 @@ import time
 from typing import Any
 
 
+def say(line: str) -> None:
+    """One line on stderr, unwrapped (rich markup allowed): a warning or a step of a long job."""
+    from rich.console import Console
+
+    Console(stderr=True).print(line, soft_wrap=True)
+
+
 def summary_table(title: str, columns: list[str], right: int = 1) -> Any:
     """A rich table for a verb's end-of-run summary: ``columns`` in order, all but the first ``right`` right-aligned."""
     from rich.table import Table

@@ -99,8 +99,11 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
     total = trainer.shared_terms(terms, total, torch.cat(pairs), x, n, mix)
     delta = L.id_weight(step, cfg)
     if id_loss:
-        with torch.no_grad(), trainer.autocast():
-            target = trainer.identity(batch["id_target"]).float()
+        if cfg.model.identity_encoder == "dlib":  # y's embedding is already the reconstruction's input (cached)
+            target = batch["rec_identity"][:, 0]
+        else:
+            with torch.no_grad(), trainer.autocast():
+                target = trainer.identity(batch["id_target"]).float()
         with contextlib.nullcontext() if delta > 0 else torch.no_grad(), trainer.autocast():
             emb = trainer.identity(random_view(mix)).float()
         terms["id"] = L.identity_distance(emb, target)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,8 @@ def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
     return list(to_image(x.detach().float().cpu().numpy()))
 
 
-def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple[str, str]]) -> None:
-    """Rows Original / Mixed / Reconstructed; columns a_i, b_i of each validation pair.
+def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple[str, str]]) -> Any:
+    """Rows Original / Mixed / Reconstructed; columns a_i, b_i of each validation pair; returns the sheet (PIL).
 
     Mixed under a_i is mixed_ab (b_i's identity in a_i's pose), under b_i mixed_ba;
     Reconstructed under a_i is a'_i (the cycle back), under b_i b'_i.
@@ -34,19 +35,22 @@ def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple
     cols = [name for a, b in names for name in (f"A: {a}", f"B: {b}")]
     sheet = contact_sheet(rows, ["Original", "Mixed", "Reconstructed"], cols, cell=max(96, s["original"].shape[-1]))
     atomic_save_image(path, sheet)
+    return sheet
 
 
-def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor], base: str = "Warped paste") -> None:
+def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor], base: str = "Warped paste") -> Any:
     """Columns: held-out pairs. Rows: pose, identity photo, the decoder's base (``base``: the warped paste, or the
     masked rest of the pooled encoders; the untrained model), mixed, and the reconstruction of the identity photo
     from another photo of the same person."""
-    from g2g.sheets import contact_sheet
+    from g2g.sheets import contact_sheet  # returns the sheet (PIL), as written
 
     keys = ("pose", "identity", "paste", "mixed", "recon")
     rows = [_to_uint8(s[k]) for k in keys]
     labels = ["Pose", "Identity", base, "Mixed", "Reconstructed"]
     cols = [f"pair {i}" for i in range(len(rows[0]))]
-    atomic_save_image(path, contact_sheet(rows, labels, cols, cell=max(128, s["pose"].shape[-1])))
+    sheet = contact_sheet(rows, labels, cols, cell=max(128, s["pose"].shape[-1]))
+    atomic_save_image(path, sheet)
+    return sheet
 
 
 GEN_TERMS = ("vgg", "cyc", "self", "adv", "id")  # plotted apart from the totals, whose scale would flatten them
@@ -124,12 +128,10 @@ class TensorBoardLog:
                 if k not in ("step", "time"):
                     self.writer.add_scalar(("speed/" if k == "images_per_s" else "loss/") + k, v, step)
 
-    def sheet(self, path: Path, step: int) -> None:
-        if self.writer is not None and path.is_file():
-            from PIL import Image
-
-            with Image.open(path) as im:
-                self.writer.add_image("samples", np.asarray(im.convert("RGB")), step, dataformats="HWC")
+    def sheet(self, image: Any, step: int) -> None:
+        """A sample sheet (PIL image, as written to RUN/samples)."""
+        if self.writer is not None:
+            self.writer.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
     def close(self) -> None:
         if self.writer is not None:

@@ -23,14 +23,13 @@ import torch
 from g2g.config import TrainConfig, from_dict
 from g2g.fsutil import append_jsonl, atomic_write_json, claim_output
 from g2g.preprocess import same_zoom
-from g2g.progress import BatchProgress
+from g2g.progress import BatchProgress, say
 from g2g.train import losses as L
 from g2g.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from g2g.train.data import PairBatches, fixed_val_pairs, load_items, make_batch, read_prepare_config, split_identities
 from g2g.train.distributed import Dist, _all_mean, _any_flag, _init_dist, resolve_device
 from g2g.train.run_files import (TensorBoardLog, _link_last, _truncate_metrics, plot_losses, write_appearance_sheet,
                                  write_sample_sheet)
-from g2g.train import step as step_module
 from g2g.train.step import (LOSS_TERMS, CrossForward, CrossTrainer, TrainError, build_generator, ema_beta, ema_update,
                             load_identity, make_optimizer, validate)
 
@@ -133,6 +132,10 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         raise TrainError(f"{data}: fewer than 2 training identities after the split")
     val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
     size = cfg.model.image_size
+    trainer = CrossTrainer(cfg, device, ddp=d.world > 1)
+    if progress and d.main and device.type == "cpu" and not cfg.model.masked_rest and cfg.model.content_dim >= 64:
+        say("[yellow]warning:[/yellow] a FUNIT-size model on a CPU: each step takes minutes (the first progress line "
+            "gives the ETA); --preset appearance is the recipe sized for a CPU")
     appearance, warp = cfg.model.masked_rest, cfg.model.warped_identity
     if appearance:
         from g2g.train.appearance_data import AppearanceBatches, embed_bank, load_bank
@@ -142,22 +145,13 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         val_bank = load_bank(data, val_ids if len(val_ids) >= 2 else val_ids + train_ids[:2], size, cfg.model.zoom,
                              cache, max_per_person=4)
         if cfg.model.identity_encoder == "dlib":  # frozen: each crop's embedding once, cached in the run
-            net = step_module.load_identity(cfg.model.zoom, device)
             for b in (bank, val_bank):
-                b.emb = embed_bank(b, net, run / "cache" / "dlib_embeddings.npz")
-            del net
+                b.emb = embed_bank(b, trainer.identity, run / "cache" / "dlib_embeddings.npz")
         val_batch = AppearanceBatches(val_bank, 2 * VAL_PAIRS, cfg.seed, flip=False, jitter=False, warp=warp)[0]
     else:
         val_groups = [(by_id[a][: cfg.k_shot], by_id[b][: cfg.k_shot]) for a, b in val_pairs]
         val_batch = make_batch(data, val_groups, size)
 
-    trainer = CrossTrainer(cfg, device, ddp=d.world > 1)
-    if progress and d.main and device.type == "cpu" and not cfg.model.masked_rest and cfg.model.content_dim >= 64:
-        from rich.console import Console
-
-        Console(stderr=True).print(  # issue a warning before the first (minutes-long) step
-            "[yellow]warning:[/yellow] a FUNIT-size model on a CPU: each step takes minutes (the first progress line "
-            "gives the ETA); --preset appearance is the recipe sized for a CPU", soft_wrap=True)
     start = 0
     if state is not None:
         trainer.load_state(state)
@@ -216,22 +210,22 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         s = trainer.sample(val_batch)
         sheet = run / "samples" / f"step_{step:08d}.png"
         if appearance:
-            write_appearance_sheet(sheet, s, "Warped paste" if warp else "Masked rest")
-            plot_losses(metrics_path, run / "losses.png")
-            tb.sheet(sheet, step)
-            return {"val_rec": float((s["recon"] - s["identity"]).abs().mean())}
-        write_sample_sheet(sheet, s, val_pairs)
+            image = write_appearance_sheet(sheet, s, "Warped paste" if warp else "Masked rest")
+            val = {"val_rec": float((s["recon"] - s["identity"]).abs().mean())}
+        else:
+            image = write_sample_sheet(sheet, s, val_pairs)
+            n = len(val_pairs)
+            val = {"val_cyc": float(L.l1(s["recon"][:n], s["original"][:n]) + L.l1(s["recon"][n:], s["original"][n:]))}
         plot_losses(metrics_path, run / "losses.png")
-        tb.sheet(sheet, step)
-        n = len(val_pairs)
-        return {"val_cyc": float(L.l1(s["recon"][:n], s["original"][:n]) + L.l1(s["recon"][n:], s["original"][n:]))}
+        tb.sheet(image, step)
+        return val
 
     imgs_per_step = 2 * cfg.batch_size * d.world
     window: dict[str, list[float]] = {}
     t_start = t_log = time.perf_counter()
     step, interrupted, last_metrics, in_step = start, False, {}, False
+    tb = TensorBoardLog(run, cfg.tensorboard and d.main)  # before the bar: a missing package is one line, no bar left
     bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False)
-    tb = TensorBoardLog(run, cfg.tensorboard and d.main)
     try:
         for batch in loader:
             in_step = True

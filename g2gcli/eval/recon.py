@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from g2g.eval import metrics as M
-from g2g.preprocess import DEFAULT_ZOOM, PreprocessError, check_zoom, resize_to_model, to_image, to_input
+from g2g.preprocess import DEFAULT_ZOOM, check_zoom, resize_to_model, to_image, to_input
 from g2g.config import EvalConfig
 from g2g.eval.data import read_crop
 from g2g.eval.plots import recon_sheet, write_csv
@@ -75,10 +75,7 @@ def _check_geometry(facts: dict[str, Any], rec: dict[str, Any]) -> int:
     align, model = facts.get("align") or {}, facts.get("model") or {}
     size = int(align.get("size") or model.get("image_size") or 0)
     zoom = float(align.get("zoom") or model.get("zoom") or DEFAULT_ZOOM)
-    try:
-        check_zoom(rec.get("zoom"), zoom, "DATA crops")
-    except PreprocessError as e:
-        raise EvalError(str(e)) from None
+    check_zoom(rec.get("zoom"), zoom, "DATA crops", EvalError)
     return size
 
 
