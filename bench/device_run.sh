@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# The GPU run kit: one command per device call, run from the repo root on the lent machine.
+# The GPU run kit: ONE device call, from the repo root, turns a lent GPU's minutes into a model and GPU figures.
 #
-#   here:    python bench/device_kit.py pack DATA --split RUN/split.json   # -> .device/call-1 .. call-N
-#   device:  run(command="bash bench/device_run.sh --minutes 6", carry=[".device/call-K"])   for K = 1..N, back to back
-#   dry run: bash bench/device_run.sh --dry-run      # the whole path on this CPU machine (tests/test_device_kit.py)
+#   here:    python bench/device_kit.py pack DATA --split bench/default_model_split.json   # -> .device/carry (checked)
+#   device:  run(command="bash bench/device_run.sh --minutes 7", carry=[".device/carry"], timeout_s=600)
+#   again:   the same call while the machine is warm goes on from its checkpoint exactly (--resume); on a fresh
+#            machine, pack with --resume MODEL (the model.tar that came back, unpacked) to fine-tune from it
+#   dry run: bash bench/device_run.sh --dry-run   # the same path on this CPU, tiny preset (tests/test_device_kit.py)
+#   rehearsal: bash bench/device_run.sh --rehearse --minutes 2 --batch 4   # the real kit, preset and size on this CPU
 #
-# Each call moves what it carried into the machine's stage folder; the call that completes the set installs g2g
-# over the machine's own torch (no pip, no download: the source tree is linked into a site folder, the libraries the
-# image lacks were carried), trains the default recipe (appearance, --preset appearance --size 128, AMP on CUDA) for
-# --minutes, exports the fp16 bundle, measures decode throughput, and leaves under $OUT (at most 8 files, 16 MiB each):
-#   model.tar (the bundle), run.tar (metrics.jsonl, losses.png, the last sample sheet, config.json, split.json),
-#   ema.pt (the EMA generator, for g2g train --init-from in a later call or here), bench.json, train.log.
-# A later call with --resume carries ema.pt back (put it in .device/resume/) and fine-tunes from it.
+# On the device: unpack the kit (crops, packed loss weights, onnxconverter-common), install g2g over the machine's
+# own torch (the source tree linked into a site folder: no pip, no download), train the default recipe
+# (appearance identity encoder, --preset full, 128 px, AMP) for --minutes, export the fp16 bundle (every file under
+# 15 MiB), measure decode throughput, and leave under $OUT (at most 8 files, 16 MiB each):
+#   model.tar (the bundle: g2g mix --model, g2g eval, --init-from), run.tar (metrics.jsonl, losses.png, the last
+#   sample sheet, config.json, split.json), train.json (steps, images/s), bench.json, train.log, export.log.
+# Every step's timing is in the log lines, so the minutes it spends are known before the next lease.
 set -euo pipefail
-MINUTES=6; BATCH=64; SIZE=128; DRY=0; RESUME=""
+MINUTES=7; BATCH=64; SIZE=128; PRESET=full; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
-    --resume) RESUME=$2; shift 2 ;;
+    --preset) PRESET=$2; shift 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
+    --rehearse) REHEARSE=1; shift ;;
     *) echo "device_run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -28,73 +34,84 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 PY=${PYTHON:-python3}
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
-
-if [ "$DRY" = 1 ]; then  # this machine: a temporary OUT and stage, the tiny preset, a few steps, g2g as installed
-  OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}
-  CARRY=${G2G_DEVICE_CARRY:?--dry-run needs G2G_DEVICE_CARRY: a folder made by device_kit.py pack}
-  PRESET=appearance-tiny; SIZE=32; BATCH=2; STEPS=3; LIMIT=120; WORKERS=0
-else
-  OUT=${OUT:?OUT is set by the device tool}; STAGE=/tmp/g2g-device; CARRY=.device
-  PRESET=appearance; STEPS=10000000; LIMIT=$((MINUTES * 60)); WORKERS=8
-fi
-mkdir -p "$STAGE" "$OUT"
 log() { echo "[device_run $(date +%H:%M:%S)] $*"; }
 
-log "assembling what this call carried ($CARRY)"
-if ! "$PY" bench/device_kit.py assemble "$CARRY" "$STAGE"; then
-  log "not all pieces are here yet: carry the next call-K folder in the next call"
-  exit 0
+if [ "$DRY" = 1 ]; then  # this machine: a temporary OUT and stage, the tiny preset, a few steps
+  OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}
+  CARRY=${G2G_DEVICE_CARRY:?--dry-run needs G2G_DEVICE_CARRY: a folder made by device_kit.py pack}
+  PRESET=appearance-tiny; SIZE=32; BATCH=2; STEPS=${STEPS:-3}; WORKERS=${WORKERS:-1}
+elif [ "$REHEARSE" = 1 ]; then  # this machine: the real kit and recipe, a temporary OUT and stage
+  OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}; CARRY=${G2G_DEVICE_CARRY:-.device/carry}
+  STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-2}
+else
+  OUT=${OUT:?OUT is set by the device tool}; STAGE=/tmp/g2g-device; CARRY=.device/carry
+  STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))}
+fi
+mkdir -p "$STAGE" "$OUT"
+
+log "unpacking the kit ($CARRY)"
+if ! cmp -s "$CARRY/plan.json" "$STAGE/plan.json"; then  # a warm machine's second call has it already
+  rm -rf "$STAGE/data" "$STAGE/weights" "$STAGE/libs" "$STAGE/resume"
+  "$PY" bench/device_kit.py unpack "$CARRY" "$STAGE"
+  cp "$CARRY/plan.json" "$STAGE/plan.json"
 fi
 
-if [ "$DRY" = 0 ]; then  # g2g's packages linked into a site folder (the tree's layout, as pyproject maps it)
-  site="$STAGE/site"; rm -rf "$site"; mkdir -p "$site/g2g"
-  for f in g2gcli/*; do ln -s "$repo/$f" "$site/g2g/$(basename "$f")"; done
-  ln -s "$repo/train" "$site/g2g/train"; ln -s "$repo/export" "$site/g2g/export"
-  export PYTHONPATH="$site:$STAGE/libs${PYTHONPATH:+:$PYTHONPATH}"
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+# g2g's packages linked into a site folder in the layout pyproject maps (g2gcli -> g2g, train -> g2g.train, ...),
+# ahead of the carried libraries; the dry run also hides every package the device image lacks, so it fails here
+# where the device would
+site="$STAGE/site"; rm -rf "$site"; mkdir -p "$site/g2g"
+for f in g2gcli/*; do ln -s "$repo/$f" "$site/g2g/$(basename "$f")"; done
+ln -s "$repo/train" "$site/g2g/train"; ln -s "$repo/export" "$site/g2g/export"
+if [ "$DRY" = 1 ] || [ "$REHEARSE" = 1 ]; then
+  for m in dlib facenet_pytorch face_recognition_models stlpips_pytorch; do
+    echo "raise ImportError('$m is not on the GPU machine: the kit must not need it')" > "$site/$m.py"
+  done
 fi
+export PYTHONPATH="$site:$STAGE/libs${PYTHONPATH:+:$PYTHONPATH}"
+# DataLoader workers hand batches over in /dev/shm: two in flight per worker, 3.9 MB a pair at 128 px (float32,
+# 59 channels); a small /dev/shm (a container's 64 MB) kills them with a bus error, so fewer workers then
+shm_kb=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}'); shm_kb=${shm_kb:-0}
+fit=$(( shm_kb / (2 * BATCH * SIZE * SIZE * 59 * 4 / 1024 + 1) ))
+if [ "$shm_kb" -gt 0 ] && [ "$fit" -lt "$WORKERS" ]; then
+  log "/dev/shm has $((shm_kb / 1024)) MiB free: $fit workers instead of $WORKERS"; WORKERS=$(( fit > 0 ? fit : 0 ))
+fi
+log "$(nproc) cores, $(free -g 2>/dev/null | awk '/Mem:/ {print $2}') GiB memory, /dev/shm $((shm_kb / 1024)) MiB free"
 export G2G_WEIGHTS_DIR="$STAGE/weights"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+"$PY" -c "import sys, torch, g2g; assert g2g.__file__.startswith('$site'), g2g.__file__; \
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'g2g from', g2g.__file__)"
 g2g() { "$PY" -c "from g2g.cli import main; main()" "$@"; }
-"$PY" -c "import torch, g2g; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 run="$STAGE/run"
-init=()
-if [ -n "$RESUME" ]; then init=(--init-from "$RESUME"); fi
-log "training $PRESET at $SIZE px, batch $BATCH, for $LIMIT s"
+from=()
+if [ -f "$run/checkpoints/last.pt" ]; then from=(--resume)  # warm machine, second call: exactly where it stopped
+elif [ -d "$STAGE/resume" ]; then from=(--init-from "$STAGE/resume"); fi  # fresh machine: fine-tune from a bundle
+log "training --preset $PRESET --identity-encoder appearance at $SIZE px, batch $BATCH, $WORKERS workers, for $MINUTES min ${from[*]}"
 set +e
-timeout -s INT "$LIMIT" "$PY" -c "from g2g.cli import main; main()" train "$STAGE/data" -o "$run" \
-  --preset "$PRESET" --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --optimizer adam --lr 2e-4 \
-  --alpha 1 --gamma 1 --delta 1 --lambda-adv 0 --self-recon 1 --val-people 0.1 \
-  --checkpoint-every 200 --sample-every 200 --log-every 20 --workers "$WORKERS" --json "${init[@]}" \
-  > "$STAGE/train.json" 2> "$OUT/train.log"
+g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --identity-encoder appearance --size "$SIZE" \
+  --batch-size "$BATCH" --steps "$STEPS" --max-minutes "$MINUTES" --optimizer adam --lr 2e-4 \
+  --alpha 1 --gamma 1 --delta 1 --lambda-adv 0 --self-recon 1 --val-people 4 \
+  --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" \
+  > "$OUT/train.json" 2> "$OUT/train.log"
 rc=$?
 set -e
-tail -3 "$OUT/train.log" || true
-case $rc in 0|124|130) ;; *) log "training failed (exit $rc); see train.log"; exit "$rc" ;; esac
+tail -4 "$OUT/train.log" || true
+[ "$rc" = 0 ] || { log "training failed (exit $rc); see train.log"; exit "$rc"; }
 
 log "exporting the fp16 bundle"
-g2g export "$run" -o "$STAGE/model" --fp16 --check-data "$STAGE/data" > "$STAGE/export.log" 2>&1 || {
-  cat "$STAGE/export.log"; exit 3; }
+rm -rf "$STAGE/model"
+g2g export "$run" -o "$STAGE/model" --fp16 --check-data "$STAGE/data" > "$OUT/export.log" 2>&1 || {
+  tail -20 "$OUT/export.log"; exit 3; }
 big=$(find "$STAGE/model" -type f -size +15M)
-if [ -n "$big" ]; then log "bundle files over 15 MiB: $big"; exit 3; fi
+[ -z "$big" ] || { log "bundle files over 15 MiB: $big"; exit 3; }
 tar -C "$STAGE/model" -cf "$OUT/model.tar" .
-"$PY" - "$run" "$OUT/ema.pt" <<'EOF'
-import sys
-from pathlib import Path
+files=()
+for f in metrics.jsonl losses.png config.json split.json "samples/$(ls "$run/samples" 2>/dev/null | tail -1)"; do
+  [ -f "$run/$f" ] && files+=("$f")
+done
+tar -C "$run" -cf "$OUT/run.tar" "${files[@]}"
 
-import torch
-
-from g2g.train.checkpoint import latest_checkpoint
-
-state = torch.load(latest_checkpoint(Path(sys.argv[1])), map_location="cpu", weights_only=True)
-slim = {k: state[k] for k in ("config", "step", "generator_ema") if k in state}
-slim["generator"] = state["generator_ema"]  # what --init-from reads, as a checkpoint of its own
-torch.save(slim, sys.argv[2])
-EOF
-last=$(ls "$run/samples" | tail -1)
-tar -C "$run" -cf "$OUT/run.tar" metrics.jsonl losses.png config.json split.json "samples/$last"
 log "measuring decode throughput"
 "$PY" bench/device_kit.py bench "$STAGE/model" "$OUT/bench.json" > /dev/null || log "bench failed (see above)"
-cp "$STAGE/train.json" "$OUT/train.json"
 ls -la "$OUT"
 log "done"

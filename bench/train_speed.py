@@ -59,7 +59,7 @@ def measure(preset: str, size: int, batch: int, steps: int, dev: torch.device, a
     out = {"s_per_step": per, "images_per_s": 2 * batch / per}
     out.update({k: v / steps for k, v in tr.timing.items()})
     out["params_g_M"] = sum(p.numel() for p in tr.gen.parameters()) / 1e6
-    out["params_d_M"] = sum(p.numel() for p in tr.dis.parameters()) / 1e6
+    out["params_d_M"] = sum(p.numel() for p in tr.dis.parameters()) / 1e6 if tr.dis is not None else 0.0
     return out
 
 

@@ -33,17 +33,21 @@ class _Decoder(nn.Module):
         return self.decoder([r0, r1, r2, r3], [a0, a1, a2, a3], base)
 
 
-def appearance_inputs(faces: np.ndarray, zoom: float, warp: bool = True) -> dict[str, np.ndarray]:
-    """Network inputs from check faces (n, 3, S, S) in [-1, 1]: each face's neighbour drawn into it."""
+def appearance_inputs(faces: np.ndarray, zoom: float, warp: bool = True, lm: np.ndarray | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Network inputs from check faces (n, 3, S, S) in [-1, 1]: each face's neighbour drawn into it. ``lm``: their
+    68 landmarks (n, 68, 2) when known (a prepare manifest has them), else dlib finds them."""
     from g2g.appearance import pair_inputs
-    from g2g.landmarks import landmarks68
+    from g2g.landmarks import flip68, landmarks68
 
     from g2g.preprocess import to_image
 
     crops = to_image(faces)
     if len(crops) < 2:
         crops = np.concatenate([crops, crops[:, :, ::-1]])
-    lm = landmarks68(crops, zoom)
+        lm = None if lm is None else np.concatenate([lm, flip68(lm, crops.shape[2])])
+    if lm is None:
+        lm = landmarks68(crops, zoom)
     n = len(crops)
     ins = [pair_inputs(crops[i], lm[i], crops[[(i + 1) % n, (i + 2) % n]], lm[[(i + 1) % n, (i + 2) % n]], warp=warp)
            for i in range(n)]

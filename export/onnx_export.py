@@ -161,29 +161,37 @@ def _serialize_checked(model, name: str) -> bytes:
     return model.SerializeToString()
 
 
-def load_check_faces(folder: Path, size: int, limit: int = 8) -> np.ndarray:
-    """Up to ``limit`` aligned crops of a DATA folder -> (n, 3, size, size) float32 in [-1, 1].
+def load_check_faces(folder: Path, size: int, limit: int = 8) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to ``limit`` aligned crops of a DATA folder -> (n, 3, size, size) float32 in [-1, 1], and their 68
+    landmarks at ``size`` (n, 68, 2) where the folder's manifest has them for every crop picked (else None).
 
     Crops are taken evenly across the sorted listing (so several identities
     show up) and resized to the model's size when the folder was prepared at
     another one.
     """
+    from g2g.fsutil import read_jsonl
     from g2g.images import SkipImage, list_images, load_rgb
 
     files = list_images(folder)
     if not files:
         raise ExportError(f"--check-data {folder}: no images found")
+    manifest = folder / "manifest.jsonl"
+    known = {str(folder / r["output"]): r.get("crop_landmarks68") for r in read_jsonl(manifest)
+             if r.get("output")} if manifest.is_file() else {}
     pick = [files[i] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).round().astype(int)]
-    faces = []
+    faces, marks = [], []
     for f in dict.fromkeys(pick):
         try:
             rgb = load_rgb(f).rgb
         except SkipImage:
             continue
         faces.append(resize_to_model(rgb, size))
+        points = known.get(str(f))
+        marks.append(np.asarray(points, np.float32) * (size / rgb.shape[1]) if isinstance(points, list) else None)
     if not faces:
         raise ExportError(f"--check-data {folder}: none of the sampled images could be read")
-    return to_input(np.stack(faces))
+    lm = np.stack(marks) if all(m is not None for m in marks) else None
+    return to_input(np.stack(faces)), lm
 
 
 def _parity(gen, paths: dict[str, Path], faces: np.ndarray, fp16: bool) -> tuple[dict[str, float], dict[str, float]]:
@@ -259,8 +267,9 @@ def export_bundle(
     if "generator_ema" not in state:
         report.notes.append("checkpoint has no EMA generator; exported the raw generator")
 
+    check_lm = None  # 68 landmarks of the check faces, where DATA's manifest has them (no dlib needed then)
     if check_images is not None:
-        faces = load_check_faces(Path(check_images), S)
+        faces, check_lm = load_check_faces(Path(check_images), S)
         report.parity_source = f"{len(faces)} real aligned faces from {check_images}"
     else:
         faces = np.random.default_rng(0).uniform(-1, 1, (4, 3, S, S)).astype(np.float32)
@@ -274,7 +283,7 @@ def export_bundle(
         from g2g.export.appearance import appearance_inputs, appearance_specs
         from g2g.train.appearance_model import image_class_encoder
 
-        check_inputs = appearance_inputs(faces, mcfg.zoom, warp=mcfg.warped_identity)
+        check_inputs = appearance_inputs(faces, mcfg.zoom, warp=mcfg.warped_identity, lm=check_lm)
         class_encoder = image_class_encoder(gen)  # dlib: the frozen network in front of the trained projection
         specs = appearance_specs(gen, class_encoder, check_inputs, N, K)
     else:

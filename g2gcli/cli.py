@@ -155,6 +155,7 @@ def train(
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: config.json, split.json, checkpoints/, metrics.jsonl, losses.png, samples/.", rich_help_panel="Data"),
     steps: int = typer.Option(_T.steps, help="Total generator updates of the run (with --resume: the new total).", rich_help_panel="Schedule"),
     batch_size: int = typer.Option(_T.batch_size, help="Pairs (a, b) of different people per step, per process (under torchrun: per GPU).", rich_help_panel="Schedule"),
+    max_minutes: float = typer.Option(_T.max_minutes, "--max-minutes", help="Stop after this many minutes of training, with a checkpoint (a lease, a queue slot); 0: no limit. --resume goes on.", rich_help_panel="Schedule"),
     size: Optional[int] = typer.Option(None, help="Image side the model works at, px (default: the crop size in DATA/prepare_config.json).", rich_help_panel="Data"),
     preset: Literal[tuple(PRESETS)] = typer.Option("full", help="Model: tiny (tests, 2 CPU cores), small (CPU runs), full (FUNIT size): the seed's FUNIT generator; appearance (the default model's recipe: masked rest + identity photos warped onto the pose's expression, 64 px on a CPU), appearance-tiny (tests).", rich_help_panel="Model"),
     identity_encoder: Optional[Literal[IDENTITY_ENCODERS]] = typer.Option(None, "--identity-encoder", help="funit (the seed: whole rest, pooled class code into AdaIN); on the masked rest: appearance (identity photos warped onto the rest's geometry), pooled (funit's pooled code of the unwarped photos), dlib (frozen dlib embedding + trained projection); default: the preset's.", rich_help_panel="Model"),
@@ -175,7 +176,7 @@ def train(
     erase_landmarks: bool = _flag(_T.erase_landmarks, "--erase-landmarks", help="Grey out eyes, nose and mouth (from the manifest's 5 landmarks) of the image that supplies the rest, so E_A cannot pass identity through.", rich_help_panel="Losses"),
     optimizer: Literal[OPTIMIZERS] = typer.Option(_T.optimizer, help="rmsprop (FUNIT) or adam.", rich_help_panel="Schedule"),
     lr: float = typer.Option(_T.lr_gen, help="Learning rate of generator and discriminator.", rich_help_panel="Schedule"),
-    resume: bool = _flag(False, "--resume", help="Continue RUN from checkpoints/last.pt exactly (saved config; only --steps, --device, --compile, --*-every, --workers change).", rich_help_panel="Run"),
+    resume: bool = _flag(False, "--resume", help="Continue RUN from checkpoints/last.pt exactly (saved config; only --steps, --max-minutes, --device, --compile, --*-every, --workers change).", rich_help_panel="Run"),
     seed: int = typer.Option(_T.seed, help="Seed of weights, identity split and pair sampling (CPU runs repeat exactly).", rich_help_panel="Run"),
     val_people: str = typer.Option("0.1", "--val-people", help="People held out from training (sample sheets, g2g eval --split): a count (6) or a fraction (0.1).", rich_help_panel="Data"),
     device: str = typer.Option(_T.device, help="auto (CUDA when available), cpu, cuda, cuda:N. Under torchrun each process takes cuda:LOCAL_RANK.", rich_help_panel="Run"),
@@ -198,7 +199,7 @@ def train(
 
     _downloads(allow_download)
 
-    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, steps=steps, batch_size=batch_size, k_shot=k_shot, lr_gen=lr, lr_dis=lr,
+    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, steps=steps, max_minutes=max_minutes, batch_size=batch_size, k_shot=k_shot, lr_gen=lr, lr_dis=lr,
                        optimizer=optimizer, alpha_vgg=alpha, gamma_cyc=gamma, lambda_adv=lambda_adv, delta_id=delta,
                        zeta_dis=zeta, self_recon=self_recon, gan_loss=gan_loss, id_schedule=id_schedule, id_start=id_start,
                        id_warmup=id_warmup, id_step_every=id_step_every, id_step_count=id_step_count,

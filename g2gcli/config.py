@@ -154,6 +154,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 100_000  # generator updates
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much training time; 0: no limit
     batch_size: int = 8  # pairs (a, b) per step
     k_shot: int = 1  # images averaged into one identity code
     lr_gen: float = 1e-4  # generator learning rate

@@ -41,10 +41,11 @@ class BatchProgress:
     """
 
     def __init__(self, label: str, unit: str, total: int, done: int = 0, enabled: bool = True, counts: bool = True,
-                 every: float = 30.0):
+                 every: float = 30.0, deadline: float | None = None):
         from rich.console import Console
 
         self.label, self.unit, self.total, self.done, self.counts, self.every = label, unit, total, done, counts, every
+        self.deadline = deadline  # time.perf_counter() at which the run stops anyway (train --max-minutes)
         self.start_done = done
         self.ok = self.skipped = 0  # counted by this run (``done`` also holds resumed items)
         self.detail = ""
@@ -88,7 +89,10 @@ class BatchProgress:
                             skipped=self.skipped, detail=self.detail)
         elif self.log and (now - self.last >= self.every or done == self.total):
             self.last = now
-            eta = _duration((self.total - done) / rate) if rate > 0 else "-"
+            left = (self.total - done) / rate if rate > 0 else float("inf")
+            if self.deadline is not None:
+                left = min(left, max(self.deadline - now, 0.0))
+            eta = _duration(left) if left != float("inf") else "-"
             counts = f", ok {self.ok}, skipped {self.skipped}" if self.counts else ""
             detail = f" | {self.detail}" if self.detail else ""
             self.console.print(f"{self.label}: {done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, "

@@ -158,10 +158,83 @@ def locate(name: str, download: bool | None = None) -> Path:
 
 
 def verified_sha256(name: str, download: bool = False) -> str:
-    """sha256 of the verified file ``name`` (recorded in exports so a model names its source weights)."""
+    """sha256 of the verified file ``name`` (recorded in exports so a model names its source weights); for a
+    packed copy (:func:`read_packed`), the sha256 of the file it was made from."""
+    packed = packed_path(name)
+    if packed is not None:
+        return _packed_meta(packed)["source_sha256"]
     path = locate(name, download=download)
     st = path.stat()
     return _VERIFIED[(str(path.resolve()), st.st_size, st.st_mtime_ns)]
+
+
+# --- packed copies: a network's weights, reduced, for a machine that has no room for the original files -------------
+PACKED_SUFFIX = ".packed.npz"
+PACKED_DTYPES = ("float16", "int8")
+
+
+def packed_path(name: str) -> Path | None:
+    """``$G2G_WEIGHTS_DIR/<name>.packed.npz`` when it exists: a reduced copy of the network that the verified file
+    ``name`` holds (bench/device_kit.py makes it, and checks what it carries by sha256), else None."""
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    path = Path(folder) / f"{_entry(name).name}{PACKED_SUFFIX}" if folder else None
+    return path if path is not None and path.is_file() else None
+
+
+def pack_state(state: dict, name: str, dtype: str) -> dict:
+    """npz members of a network's state dict (``{key: float32 array}``) stored as ``dtype``: float16, or int8 with
+    one float32 scale per output channel (symmetric) for tensors of two or more dimensions and float32 for the rest.
+    The ``__meta__`` member names the source file and its sha256."""
+    import json
+
+    import numpy as np
+
+    if dtype not in PACKED_DTYPES:
+        raise WeightsError(f"cannot pack weights as {dtype!r}; choose from {', '.join(PACKED_DTYPES)}")
+    out: dict = {"__meta__": np.frombuffer(json.dumps({
+        "source": name, "source_sha256": verified_sha256(name), "dtype": dtype, "keys": list(state)}).encode(), np.uint8)}
+    for i, (key, value) in enumerate(state.items()):
+        a = np.asarray(value, np.float32)
+        if dtype == "int8" and a.ndim >= 2:
+            scale = np.abs(a.reshape(len(a), -1)).max(1).clip(min=1e-12) / 127.0
+            out[f"q{i}"] = np.clip(np.rint(a / scale.reshape(-1, *[1] * (a.ndim - 1))), -127, 127).astype(np.int8)
+            out[f"s{i}"] = scale.astype(np.float32)
+        else:  # biases and buffers: small, so int8 keeps them float32
+            out[f"h{i}"] = a.astype(np.float16 if dtype == "float16" else np.float32)
+    return out
+
+
+def _packed_meta(path: Path) -> dict:
+    import json
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(z["__meta__"].tobytes())
+    except (OSError, ValueError, KeyError) as e:
+        raise WeightsError(f"{path} is not a packed weight file ({type(e).__name__})") from None
+
+
+def read_packed(name: str) -> dict | None:
+    """The state dict (``{key: float32 array}``) of the packed copy of ``name``, or None when there is none."""
+    import numpy as np
+
+    path = packed_path(name)
+    if path is None:
+        return None
+    meta = _packed_meta(path)
+    if meta.get("source") != name:
+        raise WeightsError(f"{path} holds {meta.get('source')!r}, not {name!r}")
+    state = {}
+    with np.load(path, allow_pickle=False) as z:
+        for i, key in enumerate(meta["keys"]):
+            if f"q{i}" in z.files:
+                q, s = z[f"q{i}"], z[f"s{i}"]
+                state[key] = q.astype(np.float32) * s.reshape(-1, *[1] * (q.ndim - 1))
+            else:
+                state[key] = z[f"h{i}"].astype(np.float32)
+    return state
 
 
 def _download(w: WeightFile, path: Path, timeout: float = 30.0) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -292,6 +294,20 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
     recs = [json.loads(line) for line in open(out / "manifest.jsonl")]
     a, b = (np.asarray(Image.open(out / r["output"])).astype(int) for r in recs)
     assert np.abs(a - b).mean() > 1  # the identity input changes the output
+
+
+def test_appearance_without_gan_term_builds_and_saves_no_discriminator(tmp_path, prepared_small, one_thread):
+    """λ_g = 0 (the default model's recipe): no discriminator in memory or in checkpoints, and --resume still works."""
+    from g2g.train.checkpoint import load_checkpoint
+    from g2g.train.trainer import build_config, train
+
+    cfg = build_config(prepared_small, preset="appearance-tiny", size=32, steps=2, batch_size=2, workers=0,
+                       log_every=1, checkpoint_every=1, optimizer="adam", lambda_adv=0.0, val_fraction=0.34)
+    train(prepared_small, tmp_path / "run", cfg, progress=False)
+    state = load_checkpoint(tmp_path / "run")
+    assert "discriminator" not in state and "opt_d" not in state and state["step"] == 2
+    r = train(prepared_small, tmp_path / "run", replace(cfg, steps=3), resume=True, progress=False)
+    assert (r.resumed_from, r.step) == (2, 3)
 
 
 @pytest.mark.parametrize("encoder", ["pooled", "dlib"])

@@ -117,7 +117,7 @@ def test_metadata_round_trip(bundle32, run_dir):
 def test_dynamic_batch_and_k(bundle32, run_dir, prepared_small, n, k):
     out, _ = bundle32
     gen = ema_generator(run_dir)
-    faces = load_check_faces(prepared_small, 64, limit=n * k)
+    faces, _ = load_check_faces(prepared_small, 64, limit=n * k)
     assert len(faces) == n * k
     b = open_bundle(out, "cpu", batch_size=64)
     t = torch.from_numpy
@@ -134,12 +134,27 @@ def test_dynamic_batch_and_k(bundle32, run_dir, prepared_small, n, k):
     assert np.abs(y - image).max() < 1e-4
 
 
+def test_check_faces_bring_their_manifest_landmarks_so_the_export_needs_no_dlib(prepared_small, tmp_path):
+    from g2g.fsutil import read_jsonl
+
+    faces, lm = load_check_faces(prepared_small, 32, limit=3)  # prepared at 64 px, read at 32
+    by_output = {r["output"]: r["crop_landmarks68"] for r in read_jsonl(prepared_small / "manifest.jsonl")
+                 if r.get("status") == "ok"}
+    assert faces.shape == (3, 3, 32, 32) and lm.shape == (3, 68, 2)
+    assert any(np.allclose(lm[0], np.asarray(v) * 0.5) for v in by_output.values())
+    bare = tmp_path / "bare"  # crops without a manifest: no landmarks, dlib finds them at export
+    bare.mkdir()
+    for f in sorted(prepared_small.rglob("*.png"))[:2]:
+        shutil.copy(f, bare / f"{f.parent.name}_{f.name}")
+    assert load_check_faces(bare, 32)[1] is None
+
+
 def test_exports_the_ema_weights(bundle32, run_dir, prepared_small):
     from g2g.train.checkpoint import load_generator
 
     out, _ = bundle32
     raw, _, _ = load_generator(run_dir, ema=False)
-    faces = load_check_faces(prepared_small, 64, limit=2)
+    faces, _ = load_check_faces(prepared_small, 64, limit=2)
     b = open_bundle(out, "cpu")
     with torch.no_grad():
         ref_ema = ema_generator(run_dir).content_encoder(torch.from_numpy(faces)).numpy()

@@ -296,6 +296,19 @@ def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_a_sheet_and_resume_goes_on(tiny_data, tmp_path):
+    """--max-minutes (a lease, a queue slot): the step it stops after is checkpointed and drawn, exit as done."""
+    cfg = tiny_cfg(size=32, steps=5, max_minutes=1e-6, log_every=4)  # the deadline passes during the first step
+    r = train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert r.time_limited and not r.interrupted and r.step == 1
+    assert r.checkpoint.name == "step_00000001.pt" and (tmp_path / "run" / "samples" / "step_00000001.png").is_file()
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
+    r2 = train(tiny_data, tmp_path / "run", tiny_cfg(size=32, steps=3), resume=True, progress=False)
+    assert (r2.resumed_from, r2.step, r2.time_limited) == (1, 3, False)
+    with pytest.raises(TrainError, match="--max-minutes"):
+        train(tiny_data, tmp_path / "other", tiny_cfg(size=32, max_minutes=-1), progress=False)
+
+
 def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
     from g2g.train.checkpoint import load_checkpoint, load_generator
 

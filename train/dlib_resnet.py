@@ -323,12 +323,21 @@ class DlibFaceResNet(nn.Module):
 
 
 def load_dlib_resnet(path: Path | None = None) -> DlibFaceResNet:
-    """dlib's ResNet with its weights, frozen and in eval mode (verified package file by default)."""
+    """dlib's ResNet with its weights, frozen and in eval mode (by default the verified package file, or a packed
+    copy of it where one is given: g2g.weights.read_packed)."""
+    packed = None
     if path is None:
-        from g2g.weights import locate
+        from g2g.weights import locate, read_packed
 
-        path = locate("dlib-resnet")
-    net = DlibFaceResNet().load_dat(read_dat(path)).eval()
+        packed = read_packed("dlib-resnet")
+        if packed is None:
+            path = locate("dlib-resnet")
+    if packed is not None:
+        net = DlibFaceResNet()
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in packed.items()}, strict=True)
+        net.eval()
+    else:
+        net = DlibFaceResNet().load_dat(read_dat(path)).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net

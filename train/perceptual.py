@@ -162,8 +162,15 @@ def stlpips_weights_path() -> Path:
 
 
 def load_stlpips() -> ShiftTolerantLPIPS:
+    """The ST-LPIPS network: from a packed copy where one is given (g2g.weights.read_packed), else the package's file."""
+    from g2g.weights import read_packed
+
     net = ShiftTolerantLPIPS()
-    state = torch.load(stlpips_weights_path(), map_location="cpu", weights_only=True)
+    packed = read_packed("stlpips-vgg")
+    if packed is not None:
+        state = {k: torch.from_numpy(v) for k, v in packed.items()}
+    else:
+        state = torch.load(stlpips_weights_path(), map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
     return net
 

@@ -72,8 +72,8 @@ def plot_losses(metrics: Path, out: Path) -> None:
     for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, "weighted totals, discriminator")):
         for k in keys:
             ys = [r.get(k, float("nan")) for r in recs]
-            if any(np.isfinite(y) for y in ys):
-                ax.plot(steps, ys, label=k, linewidth=1.2)
+            if any(np.isfinite(y) for y in ys):  # a short run's few points as dots, or one point draws nothing
+                ax.plot(steps, ys, label=k, linewidth=1.2, marker="o" if len(recs) < 20 else None, markersize=3)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

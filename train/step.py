@@ -132,6 +132,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.perceptual in PERCEPTUAL_NETS, f"--perceptual must be one of {', '.join(PERCEPTUAL_NETS)}"),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (cfg.steps >= 1, "--steps must be >= 1"),
+        (cfg.max_minutes >= 0, "--max-minutes must be >= 0 (0: no limit)"),
         (cfg.batch_size >= 1, "--batch-size must be >= 1"),
         (cfg.k_shot >= 1, "--k-shot must be >= 1"),
         (cfg.model.image_size % 2 ** cfg.model.content_downs == 0,
@@ -155,17 +156,21 @@ class CrossTrainer:
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         self.appearance = cfg.model.masked_rest
         self.gen = build_generator(cfg.model).to(device)
-        self.dis = PatchDiscriminator(cfg.model).to(device)
+        # the masked-rest recipes at λ_g = 0 train no discriminator (and neither --resume nor --init-from can turn
+        # λ_g on later), so none is built: FUNIT's full-size one is 54 M parameters in every checkpoint
+        gan = not (self.appearance and cfg.lambda_adv == 0)
+        self.dis = PatchDiscriminator(cfg.model).to(device) if gan else None
         self.ema = copy.deepcopy(self.gen).requires_grad_(False)
         self.opt_g = make_optimizer(self.gen.parameters(), cfg, cfg.lr_gen)
-        self.opt_d = make_optimizer(self.dis.parameters(), cfg, cfg.lr_dis)
+        self.opt_d = make_optimizer(self.dis.parameters(), cfg, cfg.lr_dis) if self.dis is not None else None
         self.cross: nn.Module = self.gen if self.appearance else CrossForward(self.gen, cfg.erase_landmarks)
-        self.dis_step: nn.Module = self.dis
+        self.dis_step = self.dis
         if ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [device.index] if device.type == "cuda" else None
-            self.cross, self.dis_step = DDP(self.cross, device_ids=ids), DDP(self.dis, device_ids=ids)
+            self.cross = DDP(self.cross, device_ids=ids)
+            self.dis_step = DDP(self.dis, device_ids=ids) if self.dis is not None else None
         if cfg.compile:
             self.cross = torch.compile(self.cross)
         cuda = device.type == "cuda"
@@ -275,8 +280,8 @@ class CrossTrainer:
         ema_update(self.ema, self.gen, ema_beta(step, cfg.ema_beta))
         t = self._lap("backward_g", t)
 
-        if cfg.lambda_adv == 0 and self.appearance:  # no GAN term: the discriminator would be trained for nothing
-            terms.update(d_real=torch.zeros(()), d_fake=torch.zeros(()), dis=torch.zeros(()))
+        if self.dis is None:  # no GAN term: no discriminator, and no d_* terms in the logs
+            self.scaler.update()  # fp16 AMP: every scaler.step() needs its update() before the next
             return self._floats(terms, extra)
         x = extra["real"] if "real" in extra else torch.cat([batch["a_k"][:, 0], batch["b_k"][:, 0]])
         with self.autocast():
@@ -316,17 +321,18 @@ class CrossTrainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": asdict(self.cfg), "step": step,
-            "generator": self.gen.state_dict(), "generator_ema": self.ema.state_dict(),
-            "discriminator": self.dis.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "generator": self.gen.state_dict(), "generator_ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
+            **({"discriminator": self.dis.state_dict(), "opt_d": self.opt_d.state_dict()} if self.dis is not None else {}),
             "scaler": self.scaler.state_dict(), "rng": rng, **extra,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.gen.load_state_dict(state["generator"])
         self.ema.load_state_dict(state["generator_ema"])
-        self.dis.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        if self.dis is not None:
+            self.dis.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng", {})

@@ -38,7 +38,7 @@ __all__ = ["train", "build_config", "result_table", "TrainResult", "TrainError",
            "validate", "plot_losses", "write_sample_sheet"]
 
 # fields that may change when resuming; everything else (architecture, losses, seed) comes from the checkpoint
-RUNTIME_FIELDS = ("steps", "device", "checkpoint_every", "sample_every", "log_every", "workers", "compile", "amp")
+RUNTIME_FIELDS = ("steps", "max_minutes", "device", "checkpoint_every", "sample_every", "log_every", "workers", "compile", "amp")
 VAL_PAIRS = 4
 
 
@@ -49,6 +49,7 @@ class TrainResult:
     steps: int  # the run's horizon (cfg.steps)
     checkpoint: Path | None  # last checkpoint written
     interrupted: bool  # stopped early by Ctrl-C (a checkpoint was written)
+    time_limited: bool  # stopped by --max-minutes (a checkpoint was written)
     resumed_from: int | None  # step the run resumed at, if any
     images_per_s: float  # 2·batch·world images per step / wall time per step, over this call
     seconds: float
@@ -223,9 +224,11 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     imgs_per_step = 2 * cfg.batch_size * d.world
     window: dict[str, list[float]] = {}
     t_start = t_log = time.perf_counter()
-    step, interrupted, last_metrics, in_step = start, False, {}, False
+    step, interrupted, time_limited, last_metrics, in_step = start, False, False, {}, False
+    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    sampled = start  # the step of the last sample sheet
     tb = TensorBoardLog(run, cfg.tensorboard and d.main)  # before the bar: a missing package is one line, no bar left
-    bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False)
+    bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False, deadline=deadline)
     try:
         for batch in loader:
             in_step = True
@@ -235,7 +238,9 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                 window.setdefault(k, []).append(v)
             if on_step is not None:
                 on_step(step, terms)
-            logged = step % cfg.log_every == 0 or step == cfg.steps
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            stopping = _any_flag(stop["flag"] or out_of_time, d, device)  # every rank stops after the same step
+            logged = step % cfg.log_every == 0 or step == cfg.steps or stopping  # a stop logs, draws, checkpoints
             if logged:
                 keys = sorted(window)
                 means = _all_mean([float(np.mean(window[k])) for k in keys], d, device)
@@ -244,9 +249,10 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                 last_metrics = {"step": step, **dict(zip(keys, means)), "images_per_s": ips,
                                 "time": round(now - t_start, 3)}
                 window, t_log = {}, now
-                if step % cfg.sample_every == 0 or step == cfg.steps:
+                if step % cfg.sample_every == 0 or step == cfg.steps or stopping:
                     if d.main:
                         last_metrics.update(write_samples(step))
+                        sampled = step
                 if d.main:
                     append_jsonl(metrics_path, [last_metrics])
                     tb.scalars(last_metrics)
@@ -255,11 +261,12 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                 bar.set(step)
                 if step % cfg.sample_every == 0 and d.main:
                     write_samples(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    sampled = step
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                 if d.main:
                     last_ckpt = save(step)
-            if _any_flag(stop["flag"], d, device):
-                interrupted = True
+            if stopping:
+                interrupted, time_limited = stop["flag"], not stop["flag"]
                 break
     except KeyboardInterrupt:
         if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
@@ -270,8 +277,11 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
         tb.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-    if interrupted and d.main and (last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt")) and step > start:
-        last_ckpt = save(step)
+    if interrupted and d.main and step > start:  # stopped between steps (on_step raised): checkpoint and sheet
+        if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt"):
+            last_ckpt = save(step)
+        if sampled != step:
+            write_samples(step)
     if d.main and metrics_path.exists():
         plot_losses(metrics_path, run / "losses.png")
     if d.world > 1:
@@ -282,6 +292,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     seconds = time.perf_counter() - t_start
     done = step - start
     return TrainResult(run=run, step=step, steps=cfg.steps, checkpoint=last_ckpt, interrupted=interrupted,
+                       time_limited=time_limited,
                        resumed_from=start if state is not None else None,
                        images_per_s=imgs_per_step * done / max(seconds, 1e-9), seconds=seconds, world_size=d.world,
                        metrics=last_metrics)
@@ -313,7 +324,8 @@ def result_table(r: TrainResult):
     from rich.table import Table
 
     t = Table(title=f"g2g train: {r.run}", show_header=False)
-    state = "interrupted (checkpoint written)" if r.interrupted else ("done" if r.step >= r.steps else "stopped")
+    state = ("interrupted (checkpoint written)" if r.interrupted else "time limit (checkpoint written)"
+             if r.time_limited else "done" if r.step >= r.steps else "stopped")
     t.add_row("steps", f"{r.step} / {r.steps} ({state})" + (f", resumed at {r.resumed_from}" if r.resumed_from else ""))
     t.add_row("throughput", f"{r.images_per_s:.1f} images/s, {r.seconds:.0f} s, {r.world_size} process(es)")
     if r.metrics:
