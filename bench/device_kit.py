@@ -3,6 +3,7 @@
     python bench/device_kit.py pack DATA [--split RUN/split.json] [--out .device/carry] [--size 128] [--resume MODEL_DIR]
     python bench/device_kit.py check [CARRY]              # here, just before the call: does it still fit 64 MiB?
     python bench/device_kit.py unpack CARRY STAGE         # on the device: the carried kit -> data, weights, libraries
+    python bench/device_kit.py slim RUN OUT.pt            # on the device: the EMA generator, float16, under 16 MiB
     python bench/device_kit.py bench MODEL_DIR OUT.json   # decode throughput: PyTorch eager (CUDA, CPU), ONNX Runtime
 
 ``pack`` turns a ``g2g prepare`` folder into ONE folder that one ``device`` call carries (64 MiB with the working
@@ -231,6 +232,17 @@ def unpack(carry: Path, stage: Path) -> dict:
     return plan
 
 
+def slim(run: Path, out: Path) -> None:
+    """The run's latest EMA generator as a float16 checkpoint (12 MB at the full preset, where the whole checkpoint
+    with its optimiser is 94 MB): what ``g2g export`` and ``g2g train --init-from`` read."""
+    from g2g.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run)
+    ema = {k: v.half() if v.is_floating_point() else v for k, v in state["generator_ema"].items()}
+    save_checkpoint(out, {"config": state["config"], "step": state["step"], "generator": ema, "generator_ema": ema,
+                          **{k: state[k] for k in ("data", "init_from") if k in state}})
+
+
 def bench(model_dir: Path, out: Path) -> dict:
     """Decode throughput (pairs/s) of the exported generator at batch 1/8/32/128: PyTorch eager from the bundle's
     weights (bf16 autocast on CUDA; fp32 on the CPU), and ONNX Runtime with the providers it has here. No
@@ -309,6 +321,9 @@ def main() -> None:
     a = sub.add_parser("unpack")
     a.add_argument("carry", type=Path)
     a.add_argument("stage", type=Path)
+    sl = sub.add_parser("slim")
+    sl.add_argument("run", type=Path)
+    sl.add_argument("out", type=Path)
     b = sub.add_parser("bench")
     b.add_argument("model", type=Path)
     b.add_argument("out", type=Path)
@@ -323,6 +338,8 @@ def main() -> None:
         raise SystemExit(0 if check(args.carry, Path(__file__).resolve().parents[1]) else 1)
     elif args.cmd == "unpack":
         unpack(args.carry, args.stage)
+    elif args.cmd == "slim":
+        slim(args.run, args.out)
     else:
         print(json.dumps(bench(args.model, args.out), indent=1))
 

@@ -12,7 +12,8 @@
 # own torch (the source tree linked into a site folder: no pip, no download), train the default recipe
 # (appearance identity encoder, --preset full, 128 px, AMP) for --minutes, export the fp16 bundle (every file under
 # 15 MiB), measure decode throughput, and leave under $OUT (at most 8 files, 16 MiB each):
-#   model.tar (the bundle: g2g mix --model, g2g eval, --init-from), run.tar (metrics.jsonl, losses.png, the last
+#   model.tar (the bundle: g2g mix --model, g2g eval, --init-from), ema.pt (the EMA generator in float16: comes back
+#   even when the export fails, for g2g export or --init-from here), run.tar (metrics.jsonl, losses.png, the last
 #   sample sheet, config.json, split.json), train.json (steps, images/s), bench.json, train.log, export.log.
 # Every step's timing is in the log lines, so the minutes it spends are known before the next lease.
 set -euo pipefail
@@ -96,22 +97,32 @@ g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --identity-encoder appearan
 rc=$?
 set -e
 tail -4 "$OUT/train.log" || true
-[ "$rc" = 0 ] || { log "training failed (exit $rc); see train.log"; exit "$rc"; }
+if [ ! -f "$run/checkpoints/last.pt" ]; then log "training failed (exit $rc) before a checkpoint; see train.log"; exit 3; fi
+[ "$rc" = 0 ] || log "training stopped with exit $rc; bringing back what its last checkpoint holds"
+status=$rc
 
-log "exporting the fp16 bundle"
-rm -rf "$STAGE/model"
-g2g export "$run" -o "$STAGE/model" --fp16 --check-data "$STAGE/data" > "$OUT/export.log" 2>&1 || {
-  tail -20 "$OUT/export.log"; exit 3; }
-big=$(find "$STAGE/model" -type f -size +15M)
-[ -z "$big" ] || { log "bundle files over 15 MiB: $big"; exit 3; }
-tar -C "$STAGE/model" -cf "$OUT/model.tar" .
+# whatever happens next, the training comes back: the EMA generator in float16 (12 MB at the full preset), which
+# g2g export and g2g train --init-from read here
+"$PY" bench/device_kit.py slim "$run" "$OUT/ema.pt"
 files=()
 for f in metrics.jsonl losses.png config.json split.json "samples/$(ls "$run/samples" 2>/dev/null | tail -1)"; do
   [ -f "$run/$f" ] && files+=("$f")
 done
 tar -C "$run" -cf "$OUT/run.tar" "${files[@]}"
 
-log "measuring decode throughput"
-"$PY" bench/device_kit.py bench "$STAGE/model" "$OUT/bench.json" > /dev/null || log "bench failed (see above)"
+log "exporting the fp16 bundle"
+rm -rf "$STAGE/model"
+if g2g export "$run" -o "$STAGE/model" --fp16 --check-data "$STAGE/data" > "$OUT/export.log" 2>&1; then
+  big=$(find "$STAGE/model" -type f -size +15M)
+  if [ -n "$big" ]; then log "bundle files over 15 MiB: $big (ema.pt came back: export it here)"; status=3
+  else
+    tar -C "$STAGE/model" -cf "$OUT/model.tar" .
+    log "measuring decode throughput"
+    "$PY" bench/device_kit.py bench "$STAGE/model" "$OUT/bench.json" > /dev/null || log "bench failed (see above)"
+  fi
+else
+  tail -20 "$OUT/export.log"; log "export failed (ema.pt came back: g2g export ema.pt here)"; status=3
+fi
 ls -la "$OUT"
-log "done"
+log "done (exit $status)"
+exit "$status"

@@ -85,7 +85,8 @@ def test_pack_then_dry_run_trains_exports_and_brings_back_a_bundle_that_mixes(tm
     assert run.returncode == 0, log
     assert f"g2g from {stage}/site" in run.stdout, log  # the linked install, not this venv's g2g
     files = {p.name for p in out.iterdir()}
-    assert {"model.tar", "run.tar", "bench.json", "train.log", "train.json", "export.log"} <= files and len(files) <= 8
+    assert {"model.tar", "ema.pt", "run.tar", "bench.json", "train.log", "train.json", "export.log"} <= files
+    assert len(files) <= 8
     assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())
     trained = json.loads((out / "train.json").read_text())
     assert trained["step"] == 3 and trained["images_per_s"] > 0
@@ -101,6 +102,10 @@ def test_pack_then_dry_run_trains_exports_and_brings_back_a_bundle_that_mixes(tm
     mixed = mix_folders(poses, ids, tmp_path / "mixed", MixConfig(aligned=True), model_dir=tmp_path / "model",
                         progress=False)
     assert mixed.written == 4
+    from g2g.export.onnx_export import export_bundle
+
+    again = export_bundle(out / "ema.pt", tmp_path / "re-export", fp16=True)  # what to do here if the export there failed
+    assert again.step == 3 and all(again.parity[k] <= again.bounds[k] for k in again.parity)
     bench = json.loads((out / "bench.json").read_text())
     assert bench["batch_1"]["onnxruntime"] > 0 and bench["batch_8"]["torch_cpu"] > 0
     with tarfile.open(out / "run.tar") as t:

@@ -288,3 +288,28 @@ def test_distance_helpers():
     assert euclidean(a, b) == pytest.approx([np.sqrt(2), 2.0])
     assert cosine(a, b) == pytest.approx([0.0, 1.0])
     assert distance_convention("dlib").metric == "euclidean" and distance_convention("dlib").threshold == 0.6
+
+
+def test_packed_int8_weights_stand_in_for_the_package_files(tmp_path, monkeypatch):
+    """What the GPU kit carries: dlib's ResNet and ST-LPIPS as int8 copies, loaded through G2G_WEIGHTS_DIR."""
+    from g2g.train.perceptual import load_stlpips
+
+    ref_dlib, ref_lpips = load_dlib_resnet(), load_stlpips()
+    for name, net in (("dlib-resnet", ref_dlib), ("stlpips-vgg", ref_lpips)):
+        state = {k: v.numpy() for k, v in net.state_dict().items()}
+        np.savez(tmp_path / f"{name}{weights.PACKED_SUFFIX}", **weights.pack_state(state, name, "int8"))
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    chips = torch.rand(3, 3, 150, 150, generator=g) * 255
+    a = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    b = (a + 0.2 * torch.randn(3, 3, 64, 64, generator=g)).clamp(-1, 1)
+    dlib8, lpips8 = load_dlib_resnet(), load_stlpips()
+    with torch.no_grad():
+        moved = (dlib8(chips) - ref_dlib(chips)).norm(dim=1)
+        rel = ((lpips8(a, b) - ref_lpips(a, b)).abs() / ref_lpips(a, b))
+    assert 0 < moved.max() < 0.05  # the int8 copy, close: same-person pairs are about 0.46 apart
+    assert 0 < rel.max() < 0.01
+    assert weights.verified_sha256("dlib-resnet") == weights.REGISTRY["dlib-resnet"].sha256  # names its source
+    (tmp_path / f"stlpips-vgg{weights.PACKED_SUFFIX}").replace(tmp_path / f"dlib-resnet{weights.PACKED_SUFFIX}")
+    with pytest.raises(weights.WeightsError, match="holds 'stlpips-vgg'"):
+        load_dlib_resnet()

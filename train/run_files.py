@@ -69,7 +69,9 @@ def plot_losses(metrics: Path, out: Path) -> None:
     steps = [r["step"] for r in recs]
     fig = Figure(figsize=(12, 4.5), dpi=100)
     axes = fig.subplots(1, 2)
-    for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, "weighted totals, discriminator")):
+    has_d = any("dis" in r for r in recs)  # no discriminator at λ_g = 0 (masked-rest recipes)
+    right = "weighted totals, discriminator" if has_d else "weighted total (no discriminator)"
+    for ax, keys, title in ((axes[0], GEN_TERMS, "generator terms (unweighted)"), (axes[1], TOTALS, right)):
         for k in keys:
             ys = [r.get(k, float("nan")) for r in recs]
             if any(np.isfinite(y) for y in ys):  # a short run's few points as dots, or one point draws nothing

@@ -174,6 +174,9 @@ class CrossTrainer:
         if cfg.compile:
             self.cross = torch.compile(self.cross)
         cuda = device.type == "cuda"
+        if cuda:  # every step has the same shapes: let cuDNN pick its fastest kernels once; TF32 outside autocast
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if (cuda and cfg.amp) else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.perceptual = None

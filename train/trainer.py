@@ -52,6 +52,7 @@ class TrainResult:
     time_limited: bool  # stopped by --max-minutes (a checkpoint was written)
     resumed_from: int | None  # step the run resumed at, if any
     images_per_s: float  # 2·batch·world images per step / wall time per step, over this call
+    data_wait: float  # share of this call's wall time spent waiting for batches (high: the DataLoader limits)
     seconds: float
     world_size: int
     metrics: dict[str, float] = field(default_factory=dict)  # last logged line
@@ -229,8 +230,12 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     sampled = start  # the step of the last sample sheet
     tb = TensorBoardLog(run, cfg.tensorboard and d.main)  # before the bar: a missing package is one line, no bar left
     bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False, deadline=deadline)
+    waited = waited_total = 0.0
+    t_ready = time.perf_counter()  # time spent waiting for the DataLoader (is it the bottleneck?)
     try:
         for batch in loader:
+            w = time.perf_counter() - t_ready
+            waited, waited_total = waited + w, waited_total + w
             in_step = True
             terms = trainer.step(batch, step)
             step, in_step = step + 1, False
@@ -247,8 +252,8 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                 now = time.perf_counter()
                 ips = imgs_per_step * len(window[keys[0]]) / max(now - t_log, 1e-9)
                 last_metrics = {"step": step, **dict(zip(keys, means)), "images_per_s": ips,
-                                "time": round(now - t_start, 3)}
-                window, t_log = {}, now
+                                "data_wait": waited / max(now - t_log, 1e-9), "time": round(now - t_start, 3)}
+                window, t_log, waited = {}, now, 0.0
                 if step % cfg.sample_every == 0 or step == cfg.steps or stopping:
                     if d.main:
                         last_metrics.update(write_samples(step))
@@ -268,6 +273,7 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
             if stopping:
                 interrupted, time_limited = stop["flag"], not stop["flag"]
                 break
+            t_ready = time.perf_counter()
     except KeyboardInterrupt:
         if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
             raise
@@ -295,13 +301,15 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
                        time_limited=time_limited,
                        resumed_from=start if state is not None else None,
                        images_per_s=imgs_per_step * done / max(seconds, 1e-9), seconds=seconds, world_size=d.world,
+                       data_wait=waited_total / max(seconds, 1e-9),
                        metrics=last_metrics)
 
 
 def _loss_line(metrics: dict[str, float]) -> str:
     """images/s and each loss term of a metrics.jsonl line, for the progress display."""
     terms = " ".join(f"{k} {metrics[k]:.3f}" for k in (*LOSS_TERMS, "delta") if k in metrics)
-    return f"{metrics['images_per_s']:.1f} img/s | {terms}"
+    wait = f", data wait {metrics['data_wait']:.0%}" if "data_wait" in metrics else ""
+    return f"{metrics['images_per_s']:.1f} img/s{wait} | {terms}"
 
 
 def build_config(data: Path, preset: str = "full", size: int | None = None, identity_encoder: str | None = None,
@@ -327,7 +335,8 @@ def result_table(r: TrainResult):
     state = ("interrupted (checkpoint written)" if r.interrupted else "time limit (checkpoint written)"
              if r.time_limited else "done" if r.step >= r.steps else "stopped")
     t.add_row("steps", f"{r.step} / {r.steps} ({state})" + (f", resumed at {r.resumed_from}" if r.resumed_from else ""))
-    t.add_row("throughput", f"{r.images_per_s:.1f} images/s, {r.seconds:.0f} s, {r.world_size} process(es)")
+    t.add_row("throughput", f"{r.images_per_s:.1f} images/s, {r.seconds:.0f} s, {r.world_size} process(es), "
+                            f"{r.data_wait:.0%} of it waiting for batches")
     if r.metrics:
         t.add_row("last losses", " ".join(f"{k} {r.metrics[k]:.3f}" for k in (*LOSS_TERMS, "delta") if k in r.metrics))
     t.add_row("checkpoint", str(r.checkpoint))
