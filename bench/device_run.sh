@@ -36,6 +36,7 @@ cd "$repo"
 PY=${PYTHON:-python3}
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 log() { echo "[device_run $(date +%H:%M:%S)] $*"; }
+cores=$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)  # nproc alone answers OMP_NUM_THREADS
 
 if [ "$DRY" = 1 ]; then  # this machine: a temporary OUT and stage, the tiny preset, a few steps
   OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}
@@ -46,7 +47,7 @@ elif [ "$REHEARSE" = 1 ]; then  # this machine: the real kit and recipe, a tempo
   STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-2}
 else
   OUT=${OUT:?OUT is set by the device tool}; STAGE=/tmp/g2g-device; CARRY=.device/carry
-  STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))}
+  STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-$(( cores > 4 ? cores - 2 : 2 ))}
 fi
 mkdir -p "$STAGE" "$OUT"
 
@@ -76,7 +77,7 @@ fit=$(( shm_kb / (2 * BATCH * SIZE * SIZE * 59 * 4 / 1024 + 1) ))
 if [ "$shm_kb" -gt 0 ] && [ "$fit" -lt "$WORKERS" ]; then
   log "/dev/shm has $((shm_kb / 1024)) MiB free: $fit workers instead of $WORKERS"; WORKERS=$(( fit > 0 ? fit : 0 ))
 fi
-log "$(nproc) cores, $(free -g 2>/dev/null | awk '/Mem:/ {print $2}') GiB memory, /dev/shm $((shm_kb / 1024)) MiB free"
+log "$cores cores, $(free -g 2>/dev/null | awk '/Mem:/ {print $2}') GiB memory, /dev/shm $((shm_kb / 1024)) MiB free"
 export G2G_WEIGHTS_DIR="$STAGE/weights"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 "$PY" -c "import sys, torch, g2g; assert g2g.__file__.startswith('$site'), g2g.__file__; \

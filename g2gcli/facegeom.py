@@ -22,6 +22,8 @@ Torch-free; all functions take and return numpy arrays.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
@@ -76,6 +78,14 @@ def _border(size: int) -> np.ndarray:
     return np.array([[0, 0], [s / 2, 0], [s, 0], [s, s / 2], [s, s], [s / 2, s], [0, s], [0, s / 2]], np.float64)
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) float64 pixel coordinates of an S x S image (read-only: shared by every warp of that size)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
 def warp_to(image: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray) -> np.ndarray:
     """``image`` (S, S, C) with its landmarks ``src_lm`` (68, 2) moved onto ``dst_lm``: piecewise affine."""
     size = image.shape[0]
@@ -83,17 +93,15 @@ def warp_to(image: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray) -> np.nda
     src = np.vstack([np.asarray(src_lm, np.float64), _border(size)])
     tri = Delaunay(dst).simplices  # (T, 3) triangles of the destination
     index = np.full((size, size), -1, np.int32)
-    for t, (i, j, k) in enumerate(tri):
-        poly = np.round(dst[[i, j, k]] * 16).astype(np.int32)
+    for t, poly in enumerate(np.round(dst[tri] * 16).astype(np.int32)):
         cv2.fillConvexPoly(index, poly, t, lineType=cv2.LINE_8, shift=4)
     # per triangle, the affine map destination -> source: solve [x y 1] A = [u v]
     ones = np.ones((len(tri), 3, 1))
     A = np.linalg.solve(np.concatenate([dst[tri], ones], axis=2), src[tri])  # (T, 3, 2)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    idx = index.clip(min=0)
-    a = A[idx]  # (S, S, 3, 2)
-    map_x = xs * a[..., 0, 0] + ys * a[..., 1, 0] + a[..., 2, 0]
-    map_y = xs * a[..., 0, 1] + ys * a[..., 1, 1] + a[..., 2, 1]
+    ys, xs = _pixel_grid(size)
+    a = A.reshape(len(tri), 6).T[:, index.clip(min=0)]  # (6, S, S): each pixel's triangle's map, plane by plane
+    map_x = xs * a[0] + ys * a[2] + a[4]
+    map_y = xs * a[1] + ys * a[3] + a[5]
     outside = index < 0  # pixel centres no triangle rasterised (a sliver at an edge): identity map
     map_x[outside], map_y[outside] = xs[outside], ys[outside]
     return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
@@ -143,7 +151,7 @@ def match_colour(src: np.ndarray, src_mask: np.ndarray, ref: np.ndarray, ref_mas
 
 
 def _masked_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sel = x[np.broadcast_to(w, x.shape)].reshape(-1, 3)
+    sel = x[w[..., 0]]  # (n, 3): the pixels where w (S, S, 1) holds
     return sel.mean(0), sel.std(0)
 
 
