@@ -38,7 +38,6 @@ from pathlib import Path
 CALL_BYTES = 64 * 2**20  # what one device call carries, working tree included
 SLACK_BYTES = 2**20  # for the transfer's own files and rounding
 LIBRARIES = ("onnxconverter_common",)  # pure-Python packages the device image lacks
-WEIGHTS = ("dlib-resnet", "stlpips-vgg")
 LADDER = (*(("float16", q) for q in range(95, 89, -1)), *(("int8", q) for q in range(95, 79, -1)))
 SAMPLE = 300  # crops encoded to estimate a quality's size
 
@@ -109,18 +108,22 @@ def _keep_per_person(lines: list[dict], cap: int | None) -> list[int]:
     return keep
 
 
-def _packed_weights(dtype: str) -> dict[str, bytes]:
+def _packed_weights() -> dict[str, dict[str, bytes]]:
+    """{dtype: {member name: npz bytes}} of the networks the losses read, packed both ways."""
     import numpy as np
 
     from g2g.train.dlib_resnet import load_dlib_resnet
     from g2g.train.perceptual import load_stlpips
-    from g2g.weights import PACKED_SUFFIX, pack_state
+    from g2g.weights import PACKED_DTYPES, PACKED_SUFFIX, pack_state
 
-    out = {}
-    for name, net in (("dlib-resnet", load_dlib_resnet()), ("stlpips-vgg", load_stlpips())):
-        buf = io.BytesIO()
-        np.savez(buf, **pack_state({k: v.numpy() for k, v in net.state_dict().items()}, name, dtype))
-        out[f"weights/{name}{PACKED_SUFFIX}"] = buf.getvalue()
+    states = {name: {k: v.numpy() for k, v in net.state_dict().items()}
+              for name, net in (("dlib-resnet", load_dlib_resnet()), ("stlpips-vgg", load_stlpips()))}
+    out: dict[str, dict[str, bytes]] = {}
+    for dtype in PACKED_DTYPES:
+        for name, state in states.items():
+            buf = io.BytesIO()
+            np.savez(buf, **pack_state(state, name, dtype))
+            out.setdefault(dtype, {})[f"weights/{name}{PACKED_SUFFIX}"] = buf.getvalue()
     return out
 
 
@@ -148,7 +151,7 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
     fixed["data/prepare_config.json"] = json.dumps({**prep, "size": size, "fmt": "webp"}).encode()
     if budget is None:
         budget = CALL_BYTES - _tree_bytes(repo) - SLACK_BYTES
-    weights = {dtype: _packed_weights(dtype) for dtype in ("float16", "int8")}
+    weights = _packed_weights()
     sample = crops[:: max(1, len(crops) // SAMPLE)]
     sizes: dict[int, float] = {}
 
@@ -189,10 +192,9 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
             break
     else:
         raise SystemExit(f"not even two crops per person fit in one device call ({budget / 2**20:.1f} MiB)")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.iterdir():
-        old.unlink()
-    (out / "kit.tar.gz").write_bytes(blob)
+    from g2g.fsutil import atomic_write_bytes
+
+    atomic_write_bytes(out / "kit.tar.gz", blob)  # a stale plan.json can then no longer match it: unpack checks
     plan = {
         "sha256": hashlib.sha256(blob).hexdigest(), "kit_mib": round(len(blob) / 2**20, 2), "kit_bytes": len(blob),
         "budget_mib": round(budget / 2**20, 2), "size": size, "crops": len(keep), "crops_available": len(lines),
@@ -201,12 +203,18 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
         "crops_bytes": sum(len(v) for k, v in members.items() if k.endswith(".webp")),
         "resume": str(resume) if resume else None,
     }
-    (out / "plan.json").write_text(json.dumps(plan, indent=1))
+    atomic_write_bytes(out / "plan.json", json.dumps(plan, indent=1).encode())
     return plan
+
+
+def _need_kit(carry: Path) -> None:
+    if not ((carry / "plan.json").is_file() and (carry / "kit.tar.gz").is_file()):
+        raise SystemExit(f"device_kit: no kit in {carry}: run bench/device_kit.py pack DATA first")
 
 
 def check(carry: Path, repo: Path) -> bool:
     """Whether one call still carries the kit: the working tree may have grown since ``pack``."""
+    _need_kit(carry)
     tree, kit = _tree_bytes(repo), sum(f.stat().st_size for f in carry.iterdir())
     ok = tree + kit <= CALL_BYTES
     print(f"a device call sends {(tree + kit) / 2**20:.1f} MiB of {CALL_BYTES / 2**20:.0f} (working tree "
@@ -218,6 +226,7 @@ def unpack(carry: Path, stage: Path) -> dict:
     """Verify and unpack the carried kit into STAGE/{data,weights,libs,resume}."""
     from PIL import features
 
+    _need_kit(carry)
     plan = json.loads((carry / "plan.json").read_text())
     blob = (carry / "kit.tar.gz").read_bytes()
     if hashlib.sha256(blob).hexdigest() != plan["sha256"]:
