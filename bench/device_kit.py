@@ -33,6 +33,7 @@ import json
 import os
 import subprocess
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 CALL_BYTES = 64 * 2**20  # what one device call carries, working tree included
@@ -97,17 +98,6 @@ def _read_crops(data: Path, people: set[str] | None, size: int) -> tuple[list, l
     return crops, lines
 
 
-def _keep_per_person(lines: list[dict], cap: int | None) -> list[int]:
-    """Indices of the first ``cap`` crops of each person (all when cap is None)."""
-    seen: dict[str, int] = {}
-    keep = []
-    for i, r in enumerate(lines):
-        seen[r["identity"]] = seen.get(r["identity"], 0) + 1
-        if cap is None or seen[r["identity"]] <= cap:
-            keep.append(i)
-    return keep
-
-
 def _packed_weights() -> dict[str, dict[str, bytes]]:
     """{dtype: {member name: npz bytes}} of the networks the losses read, packed both ways."""
     import numpy as np
@@ -139,6 +129,8 @@ def _libraries() -> dict[str, bytes]:
 def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resume: Path | None = None,
          budget: int | None = None) -> dict:
     """Write ``out/kit.tar.gz`` and ``out/plan.json``: the most that fits one device call (see the module doc)."""
+    from g2g.train.appearance_data import first_per_person
+
     people = set(json.loads(split.read_text())["train"]) if split else None
     crops, lines = _read_crops(Path(data), people, size)
     fixed = _libraries()
@@ -172,9 +164,9 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
         every = list(range(len(lines)))
         for dtype, quality in LADDER:
             yield dtype, quality, None, every
-        most = max(sum(1 for r in lines if r["identity"] == p) for p in {r["identity"] for r in lines})
+        most = max(Counter(r["identity"] for r in lines).values())
         for cap in range(most - 1, 1, -1):
-            yield "int8", LADDER[-1][1], cap, _keep_per_person(lines, cap)
+            yield "int8", LADDER[-1][1], cap, first_per_person([r["identity"] for r in lines], cap)
 
     encoded: dict[tuple[int, int], bytes] = {}
     for dtype, quality, cap, keep in candidates():

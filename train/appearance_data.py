@@ -63,6 +63,17 @@ def _write_cache(cache: Path, lms: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(cache, buf.getvalue())
 
 
+def first_per_person(identities: list[str], cap: int | None) -> list[int]:
+    """Indices of the first ``cap`` entries of each identity in ``identities``, in order (all when cap is None)."""
+    seen: dict[str, int] = {}
+    keep = []
+    for i, name in enumerate(identities):
+        seen[name] = seen.get(name, 0) + 1
+        if cap is None or seen[name] <= cap:
+            keep.append(i)
+    return keep
+
+
 def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: Path | None = None,
               max_per_person: int | None = None) -> FaceBank:
     """The crops of ``identities`` from the prepare folder ``data``, resized to ``size`` (as g2g mix resizes)."""
@@ -76,15 +87,7 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
             if r.get("status") == "ok" and r.get("output") and str(r.get("identity")) in wanted
             and (data / r["output"]).is_file()]
     recs = sorted({r["output"]: r for r in recs}.values(), key=lambda r: r["output"])
-    if max_per_person:
-        kept: dict[str, int] = {}
-        recs_kept = []
-        for r in recs:
-            name = str(r["identity"])
-            if kept.get(name, 0) < max_per_person:
-                kept[name] = kept.get(name, 0) + 1
-                recs_kept.append(r)
-        recs = recs_kept
+    recs = [recs[i] for i in first_per_person([str(r["identity"]) for r in recs], max_per_person or None)]
     cached, computed = _read_cache(cache), False
     crops, lm = [], []
     for r in recs:
