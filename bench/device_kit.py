@@ -347,4 +347,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    main()
+    from g2g.errors import G2GError
+
+    try:
+        main()
+    except (G2GError, OSError) as e:  # a bad DATA, split, bundle or folder: one line, as g2g's verbs say it
+        raise SystemExit(f"device_kit: {e}") from None
