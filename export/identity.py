@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2g.fsutil import atomic_write_bytes
+from g2g.export.checked import write_checked
 from g2g.preprocess import DEFAULT_ZOOM
 
 OPSET = 18  # GridSample needs >= 16
@@ -54,20 +54,8 @@ def export_identity(path: Path, name: str = "dlib", zoom: float = DEFAULT_ZOOM, 
         "also_reported": "cosine",
         "weights_sha256": net.weights_sha256,
     }
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-    model.doc_string = f"g2g identity network ({name}); {conv.note}"
-    onnx.checker.check_model(model, full_check=True)
-    data = model.SerializeToString()
-
-    diff = _parity(data, net, size)
-    if verbose:
-        print(f"identity ONNX ({name}, {size} px, zoom {zoom}): max |ORT - PyTorch| = {diff:.2e}")
-    if not diff < tol:
-        raise RuntimeError(f"ONNX Runtime and PyTorch disagree by {diff:.2e} (> {tol:.0e}); not writing {path}")
-    atomic_write_bytes(Path(path), data)
-    return Path(path)
+    return write_checked(model, meta, f"g2g identity network ({name}); {conv.note}", lambda data: _parity(data, net, size),
+                         tol, path, f"identity ONNX ({name}, {size} px, zoom {zoom})", verbose)
 
 
 def _parity(model_bytes: bytes, net: torch.nn.Module, size: int) -> float:

@@ -239,6 +239,16 @@ def export(
 
 
 # --- mix -----------------------------------------------------------------------------------------------------------
+def _side(text: str) -> int | None:
+    """``--size auto`` -> None; a number of px -> int (checked with the other options)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise G2GError(f"--size must be auto or a number of px, got {text!r}", usage=True) from None
+
+
 # (owned by the mixer: g2gcli/mix.py)
 @app.command()
 @_verb
@@ -248,7 +258,7 @@ def mix(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: mixed photos, aligned crops, manifest.jsonl, run.json. Rerun to resume."),
     model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (with --method model and no --model: the model shipped with g2g)."),
     method: Literal[METHODS] = typer.Option("auto", help="auto (the model of --model when given, else expression-paste: the best held-out numbers, see the model card), model (the network of --model, or the shipped one), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) warp-paste (the same, warped onto the pose's 68 landmarks first) or expression-paste (warped onto the identity's own face shape with the pose's expression: what an untrained appearance model draws). The pastes need no model."),
-    size: int = typer.Option(128, help="Crop side, px, for the paste methods (a model uses its own)."),
+    size: str = typer.Option("auto", help="Crop side for the paste methods: auto (the pose faces' own resolution, 128 to 512 px) or px (a model uses its own)."),
     pairs: str = typer.Option("all", help="all (every pose x identity), zip (pose i with identity i mod M), by-name (pose folder or stem = identity), random, or a CSV of pose,identity rows."),
     per_pose: int = typer.Option(1, help="Identities per pose with --pairs random."),
     seed: int = typer.Option(0, help="Seed of --pairs random (each pose's draw depends only on the seed and its path)."),
@@ -264,6 +274,7 @@ def mix(
     min_score: float = typer.Option(0.95, help="Ignore faces whose MTCNN probability is below this."),
     feather: float = typer.Option(0.1, help="Soft edge of the paste-back mask, as a fraction of the crop (0 = hard edge)."),
     keep_mouth: Optional[bool] = typer.Option(None, "--keep-mouth/--no-keep-mouth", metavar="", show_default=False, help="Keep the pose photo's own mouth opening (teeth, tongue, the dark inside), as FaceFusion's mouth mask region does: the expression follows the pose, at some cost in identity. Default: on for --method auto without --model, off otherwise."),
+    fixes: Optional[str] = typer.Option(None, "--fixes", show_default=False, help="expression-paste's give-away removers: all, none, or a list of occlusion, skin, pose-occluders, eyes, mouth, tone, seam ('all,-tone' drops one). Default: all for --method auto without --model, none otherwise (docs/realism.md)."),
     fmt: Literal[MIX_FORMATS] = typer.Option("jpg", "--format", help="Output format: jpg (quality 95), png or webp."),
     workers: int = typer.Option(4, help="Threads decoding, aligning and writing images."),
     as_json: bool = _flag(False, "--json", help="Also print the summary as JSON on stdout (the table goes to stderr)."),
@@ -272,9 +283,10 @@ def mix(
     from g2g.config import MixConfig
     from g2g.mix import mix_folders
 
-    cfg = MixConfig(method=method, size=size, pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
+    cfg = MixConfig(method=method, size=_side(size), pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
                     grid=grid, shard=shard, device=device, strict=strict, faces=faces, min_face=min_face,
-                    min_score=min_score, feather=feather, workers=workers, fmt=fmt, keep_mouth=keep_mouth)
+                    min_score=min_score, feather=feather, workers=workers, fmt=fmt, keep_mouth=keep_mouth,
+                    fixes=fixes)
     report = mix_folders(poses, ids, out, cfg, model_dir=model)
     console.print(report.table())
     _print_json(report, as_json)
@@ -294,7 +306,7 @@ def mix(
 def eval_(
     target: Path = typer.Argument(..., help="A g2g mix output folder (OUT), or an exported MODEL folder for --metric recon."),
     data: Optional[Path] = typer.Argument(None, help="recon only: a g2g prepare folder of aligned crops (held-out faces)."),
-    metric: list[str] = typer.Option(["all"], "--metric", "-m", help="id-sim, id-retrieval, pose, expression, recon or all; repeat or comma-separate."),
+    metric: list[str] = typer.Option(["all"], "--metric", "-m", help="id-sim, id-retrieval, pose, expression, realism, recon or all; repeat or comma-separate."),
     eval_net: str = typer.Option("dlib", help="Identity network(s), comma list: dlib, facenet-vggface2, facenet-casia-webface (facenet needs its weights on disk)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here ('-' prints it to stdout)."),
     out_dir: Optional[Path] = typer.Option(None, help="Folder for report.json, per_image.csv and plots (default: TARGET/eval; ./g2g-eval/model for the model shipped inside g2g)."),
@@ -305,9 +317,11 @@ def eval_(
     max_images: int = typer.Option(256, help="recon: held-out crops used, drawn with --seed."),
     seed: int = typer.Option(0, help="Seed of every sampling step."),
     allow_download: bool = _flag(False, "--allow-download", help="Fetch the --eval-net weights when they are not on disk (needs a network)."),
-    baselines: bool = _flag(False, "--baselines", help="Also run paste and warp-paste (no model) on the run's own pairs and report their numbers next to the model's."),
+    baselines: bool = _flag(False, "--baselines", help="Also run paste, warp-paste and expression-paste (no model) on the run's own pairs and report their numbers next to the model's."),
+    real: Optional[Path] = typer.Option(None, "--real", help="realism: aligned crops of real people, one folder per person (e.g. a g2g prepare output at the run's zoom); default: the run's own identity and pose crops."),
+    real_max: int = typer.Option(1000, "--real-max", help="realism: at most this many crops of --real, drawn with --seed."),
 ) -> None:
-    """Identity similarity, retrieval, pose leak, expression and pose preservation of a mix run; reconstruction quality of a model."""
+    """Identity similarity, retrieval, pose leak, expression and pose preservation and realism of a mix run; reconstruction quality of a model."""
     import json as _json
 
     from g2g.config import EvalConfig
@@ -317,7 +331,8 @@ def eval_(
 
     cfg = EvalConfig(eval_net=eval_net, device=device, batch_size=batch_size, max_pairs=max_pairs, max_images=max_images,
                      json=None if json_path in (None, Path("-")) else str(json_path), split=str(split) if split else None,
-                     out_dir=str(out_dir) if out_dir else None, seed=seed, baselines=baselines)
+                     out_dir=str(out_dir) if out_dir else None, seed=seed, baselines=baselines,
+                     real=str(real) if real else None, real_max=real_max)
     report = evaluate(target, metric, cfg, data=data)
     console.print(report.table())
     for w in report.warnings:

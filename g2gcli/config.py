@@ -195,7 +195,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class MixConfig:
     method: str = "auto"  # auto (the model if given, else mixers.DEFAULT_METHOD) | model | paste | warp-paste | expression-paste
-    size: int = 128  # aligned crop side for paste | warp-paste (a model uses its own)
+    size: int | None = None  # aligned crop side of the paste methods, px; None (auto): the pose faces' own
+    # resolution, 128 to 512 (g2g.photos.auto_side); a model uses its own
     pairs: str = "all"  # all | zip | by-name | random | path to a pairs CSV
     per_pose: int = 1  # identities per pose for --pairs random
     seed: int = 0
@@ -211,6 +212,8 @@ class MixConfig:
     min_score: float = 0.95
     feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
     keep_mouth: bool | None = None  # keep the pose's own mouth opening; None: only for the default method (auto, no model)
+    fixes: str | None = None  # expression-paste's give-away removers (g2g/compose.py): default | all | none | a list;
+    # None: default for the default method (auto, no model), none for an explicit --method
     workers: int = 4
     fmt: str = "jpg"  # output image format
     max_pixels: int = 40_000_000  # larger photos are skipped (decompression bombs), as in prepare
@@ -230,7 +233,9 @@ class EvalConfig:
     max_images: int = 256  # held-out crops for recon, sampled with seed
     split: str | None = None  # RUN dir or its split.json: recon uses the "val" identities
     examples: int = 4  # worst and best outputs shown in the example sheet
-    baselines: bool = False  # also mix and score paste / warp-paste on the run's pairs (g2g/eval/baselines.py)
+    baselines: bool = False  # also mix and score the no-model methods on the run's pairs (g2g/eval/baselines.py)
+    real: str | None = None  # realism: aligned crops of real people (per-person folders); default: the run's own crops
+    real_max: int = 1000  # realism: at most this many crops of --real, sampled with seed
     seed: int = 0
 
 

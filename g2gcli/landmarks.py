@@ -82,10 +82,15 @@ def mouth_opening(lm: np.ndarray) -> np.ndarray:
     return np.mean(inner[..., [5, 6, 7], 1] - inner[..., [3, 2, 1], 1], axis=-1)
 
 
-def closest_shape(lms: np.ndarray, lm: np.ndarray) -> int:
-    """Index of the landmark set in ``lms`` (N, 68, 2) closest to ``lm`` (68, 2), each centred and over its IOD:
-    the identity photo whose pose and expression best match a pose (g2g mix and the training sampler)."""
+def shape_distances(lms: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """(N,) distance of each landmark set in ``lms`` (N, 68, 2) to ``lm`` (68, 2), each centred and over its IOD."""
     def norm(x: np.ndarray) -> np.ndarray:
         return (x - x.mean(-2, keepdims=True)) / interocular68(x)[..., None, None]
 
-    return int(np.argmin(np.abs(norm(lms) - norm(lm)[None]).mean(axis=(1, 2))))
+    return np.abs(norm(lms) - norm(lm)[None]).mean(axis=(1, 2))
+
+
+def closest_shape(lms: np.ndarray, lm: np.ndarray) -> int:
+    """Index of the landmark set in ``lms`` (N, 68, 2) closest to ``lm`` (68, 2) (:func:`shape_distances`):
+    the identity photo whose pose and expression best match a pose (g2g mix and the training sampler)."""
+    return int(np.argmin(shape_distances(lms, lm)))

@@ -133,6 +133,8 @@ def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
     keys = ("crop_only", "aligned", "faces", "min_face", "min_score", "feather", "fmt", "max_pixels", "keep_mouth")
     rec = {k: getattr(cfg, k) for k in keys} | {"size": mixer.align.size, "zoom": mixer.align.zoom,
                                                  "method": mixer.name}
+    if cfg.fixes is not None:  # absent from the hash when not given, so that earlier runs' outputs are still theirs
+        rec["fixes"] = cfg.fixes
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
 
 
@@ -140,11 +142,33 @@ def _check(cfg: MixConfig) -> None:
     FacePolicy.of(cfg, FACE_POLICIES, MixError)  # "all" is prepare-only
     check_options([
         (cfg.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}"),
-        (32 <= cfg.size <= 512, f"--size must be between 32 and 512 px, got {cfg.size}"),
+        (cfg.size is None or 32 <= cfg.size <= 512, f"--size must be auto or between 32 and 512 px, got {cfg.size}"),
         (cfg.fmt in FORMATS, f"output format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
         (0 <= cfg.feather <= 0.5, f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}"),
     ], MixError)
+
+
+def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None) -> tuple[int | None, str]:
+    """(crop side for a paste method, a note): ``--size`` as given, or for ``--size auto`` the pose faces' own
+    resolution (g2g.photos.auto_side), so that a pasted face is as sharp as the photo around it. A model uses
+    its own size (None)."""
+    if cfg.size is not None:
+        return cfg.size, ""
+    if cfg.method == "model" or (cfg.method == "auto" and model_dir is not None):
+        return None, ""
+    from g2g.config import AlignConfig
+    from g2g.photos import auto_side, native_sides
+
+    probe = AlignConfig(size=128)
+    sides = native_sides(poses, pose_files, cfg, np.asarray(probe.template()), probe.size)
+    if cfg.aligned and sides:  # crops as they are: their own side, not resampled
+        side = int(min(512, max(32, round(float(np.median(sides))))))
+        return side, f"--size auto: {side} px, the side of the aligned pose crops"
+    side = auto_side(sides)
+    return side, (f"--size auto: {side} px crops, from the resolution of {len(sides)} pose face(s) "
+                  f"(median {np.median(sides):.0f} px; --size N fixes it)" if sides else
+                  f"--size auto: {side} px crops (no pose face measured)")
 
 
 def latest_records(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -293,9 +317,10 @@ def mix_folders(
         raise MixError(f"no images found under POSES {poses}")
     if not id_files:
         raise MixError(f"no images found under IDS {ids}")
+    size, size_note = crop_side(cfg, poses, pose_files, model_dir)
     try:
-        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=cfg.size,
-                           keep_mouth=cfg.keep_mouth)
+        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=size,
+                           keep_mouth=cfg.keep_mouth, fixes=cfg.fixes)
     except DeviceError as e:
         raise MixError(str(e)) from None
     plan = build_plan(pose_files, group_identities(id_files), cfg.pairs, cfg.per_pose, cfg.seed)
@@ -303,7 +328,8 @@ def mix_folders(
     pairs = shard(plan.pairs, i, n)
 
     report = MixReport(out=out, planned=len(pairs), total_plan=len(plan.pairs), shard=f"{i}/{n}",
-                       providers=mixer.providers, device=mixer.device, note=mixer.note, notes=list(plan.notes) + unused_notes)
+                       providers=mixer.providers, device=mixer.device, note=mixer.note,
+                       notes=list(plan.notes) + unused_notes + ([size_note] if size_note else []))
     crop_mode = cfg.crop_only or cfg.aligned
     if cfg.aligned and not cfg.crop_only:
         report.notes.append("--aligned: poses are crops, so outputs are mixed crops (nothing to paste back into)")

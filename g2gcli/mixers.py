@@ -36,9 +36,9 @@ from g2g.config import METHODS, AlignConfig
 from g2g.errors import G2GError
 from g2g.preprocess import DEFAULT_ZOOM
 
-# ``auto``: the model when one is given (--model), else this, with the pose's mouth kept (open_mixer): the method with
-# the best held-out numbers (README's ablation table: expression-paste keeps more identity than the shipped 62-minute
-# CPU model at the same expression error). ``--method model`` runs the shipped model.
+# ``auto``: the model when one is given (--model), else this, with the default fixes of g2g.compose (open_mixer): the
+# method with the best held-out numbers (docs/realism.md: more identity than the shipped CPU model at the same
+# expression error, and harder to tell from photographs). ``--method model`` runs the shipped model.
 DEFAULT_METHOD = "expression-paste"
 
 
@@ -116,6 +116,7 @@ class PasteMixer(_Faces):
 
     method: str = "paste"  # paste | warp-paste | expression-paste
     keep_mouth: bool = False  # the pose's own mouth opening stays (g2g.facegeom.with_pose_mouth)
+    fixes: Any = None  # g2g.compose.Fixes of expression-paste (None: the plain paste)
     name: str = "paste"
     providers: list[str] = field(default_factory=list)
     device: str = "cpu"
@@ -129,7 +130,9 @@ class PasteMixer(_Faces):
     def sha256(self) -> str:
         import hashlib
 
-        return hashlib.sha256(f"g2g-method/{self.name}/1{'/keep-mouth' if self.keep_mouth else ''}".encode()).hexdigest()
+        fixes = f"/fixes={self.fixes.spec()}" if self.fixes is not None else ""
+        return hashlib.sha256(f"g2g-method/{self.name}/1{'/keep-mouth' if self.keep_mouth else ''}{fixes}".encode()
+                              ).hexdigest()
 
     def mix(self, poses: list[PoseFace], idents: list[IdentityFaces]) -> tuple[np.ndarray, np.ndarray]:
         from g2g.facegeom import blend, match_colour, warp_to, with_pose_mouth
@@ -137,6 +140,17 @@ class PasteMixer(_Faces):
 
         crops, masks = [], []
         for pose, ident in zip(poses, idents):
+            if self.fixes is not None:
+                from g2g.compose import choose_photo, compose, sharpness
+
+                if self.fixes.quality and ident.extra is None:
+                    ident.extra = sharpness(ident.crops, ident.masks)  # once per identity
+                j = choose_photo(ident.lm, pose.lm, ident.extra if self.fixes.quality else None)
+                order = [j] + [i for i in range(len(ident.crops)) if i != j]
+                crop, mask = compose(pose.crop, pose.lm, pose.mask, ident.crops[order], ident.lm[order], self.fixes)
+                crops.append(crop)
+                masks.append(mask)
+                continue
             j = closest_shape(ident.lm, pose.lm)
             if self.name == "expression-paste":
                 from g2g.appearance import pair_inputs
@@ -202,15 +216,19 @@ class CodeMixer:
 
 
 def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_size: int = 16,
-               size: int | None = None, zoom: float | None = None, keep_mouth: bool | None = None) -> Mixer:
+               size: int | None = None, zoom: float | None = None, keep_mouth: bool | None = None,
+               fixes: str | None = None) -> Mixer:
     """The mixer for ``--method``; ``model`` opens the bundle (default: the shipped one).
 
-    ``keep_mouth=None`` keeps the pose's mouth opening for the default method only (``auto`` without a model:
-    expression-paste, which with it meets the identity issue's floor on held-out people at 128 px)."""
+    ``fixes=None`` runs the default give-away removers of :mod:`g2g.compose` for the default method only (``auto``
+    without a model: expression-paste with them was harder to tell from photographs than the earlier default at
+    the same identity and expression on held-out people, docs/realism.md); an explicit ``--method`` is the plain
+    method unless ``fixes`` says otherwise. ``keep_mouth`` (the older, plain mouth rule) applies where no fixes run."""
     if method not in METHODS:
         raise G2GError(f"--method must be one of {', '.join(METHODS)}, got {method!r}", usage=True)
-    if keep_mouth is None:
-        keep_mouth = method == "auto" and model_dir is None
+    if fixes is None and method == "auto" and model_dir is None:  # the default fixes; --no-keep-mouth drops 'mouth'
+        fixes, keep_mouth = ("default,-mouth" if keep_mouth is False else "default"), None
+    keep_mouth = bool(keep_mouth)
     if method == "auto":
         method = "model" if model_dir is not None else DEFAULT_METHOD
     if method == "model":
@@ -225,5 +243,13 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
             raise G2GError("--keep-mouth needs a masked-rest model or a paste method: a funit model redraws the crop",
                            usage=True)
         return CodeMixer(bundle)
+    from g2g.compose import Fixes
+
+    fx = Fixes.parse(fixes) if fixes is not None else None
+    if fx is not None and fx != Fixes.none() and method != "expression-paste":
+        raise G2GError(f"--fixes applies to expression-paste (the default method), not to {method}", usage=True)
+    if fx is not None and keep_mouth:
+        raise G2GError("--keep-mouth is the plain mouth rule: with --fixes, the 'mouth' fix keeps an open mouth",
+                       usage=True)
     align = AlignConfig(size=size or 128, zoom=zoom or DEFAULT_ZOOM)
-    return PasteMixer(align, method=method, keep_mouth=keep_mouth)
+    return PasteMixer(align, method=method, keep_mouth=keep_mouth, fixes=None if fx == Fixes.none() else fx)

@@ -103,3 +103,58 @@ def align_photo(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray, si
 
     M = estimate_similarity(landmarks, template)
     return warp_face(rgb, M, size), np.asarray(M, dtype=np.float64)
+
+
+AUTO_SIDES = (128, 512)  # the crop side --size auto picks from (a multiple of 32 in this range)
+
+
+def native_side(landmarks: np.ndarray, template: np.ndarray, size: int) -> float:
+    """The crop side at which a face with photo landmarks ``landmarks`` (5, 2) keeps the photo's own resolution
+    (one crop pixel per photo pixel), for a ``template`` of crops of ``size`` px."""
+    from g2g.align import estimate_similarity
+
+    M = estimate_similarity(landmarks, template)
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))  # crop px per photo px
+    return size / max(scale, 1e-6)
+
+
+def auto_side(sides: list[float]) -> int:
+    """The one crop side of a run from its faces' native sides: the median, rounded up to 32 px, within
+    AUTO_SIDES (a face pasted back at a lower resolution than the photo around it looks soft)."""
+    lo, hi = AUTO_SIDES
+    if not sides:
+        return lo
+    s = float(np.median(sides))
+    return int(min(hi, max(lo, 32 * int(np.ceil(s / 32)))))
+
+
+def native_sides(root: Path, rels: list[str], cfg: Any, template: np.ndarray, size: int, limit: int = 16
+                 ) -> list[float]:
+    """Native crop sides (:func:`native_side`) of the faces in the first ``limit`` usable photos of ``rels``
+    (``cfg``: a MixConfig, for its face policy and device; with ``cfg.aligned`` the crops' own sides)."""
+    from PIL import Image
+
+    sides: list[float] = []
+    if cfg.aligned:
+        for rel in rels[:limit]:
+            try:
+                with Image.open(root / rel) as im:
+                    sides.append(float(min(im.size)))
+            except Exception:  # an unreadable crop is reported by the run itself
+                continue
+        return sides
+    photos = [p for p in (load_photo(root / r, cfg.max_pixels, MTCNN_MIN_FACE) for r in rels[:limit])
+              if not isinstance(p, SkipImage)]
+    if not photos:
+        return sides
+    try:
+        detector = open_detector(cfg.device, cfg.min_face)
+    except ValueError:
+        detector = open_detector("cpu", cfg.min_face)
+    policy = FacePolicy(cfg.faces if cfg.faces != "all" else "largest", cfg.min_face, cfg.min_score)
+    for found in detector.detect_batch([p.rgb for p in photos]):
+        if isinstance(found, Exception):
+            continue
+        chosen, _, _ = select_faces(found or [], policy)
+        sides += [native_side(f.landmarks, template, size) for f in chosen[:1]]
+    return sides

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -72,6 +73,30 @@ def prepared_small(tmp_path_factory, raw_small) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare_folder(raw_small, out, PrepareConfig(size=64), progress=False)
     return out
+
+
+def aligned_faces(n: int = 6, size: int = 64) -> np.ndarray:
+    """n real aligned faces (N, S, S, 3) uint8 of different people (CelebA's aligned set, aligned again by g2g's
+    template); skips where ../shared is absent."""
+    need_shared()
+    if not ALIGNED.is_dir():
+        pytest.skip(f"{ALIGNED} not found")
+    from PIL import Image
+
+    from g2g.align import align_face
+    from g2g.config import AlignConfig
+    from g2g.detect import FaceDetector
+
+    det = FaceDetector("cpu")
+    out = []
+    for d in sorted(p for p in ALIGNED.iterdir() if p.is_dir())[: 2 * n]:
+        rgb = np.asarray(Image.open(sorted(d.glob("*.jpg"))[0]).convert("RGB"))
+        faces = det.detect_batch([rgb])[0]
+        if faces:
+            out.append(align_face(rgb, max(faces, key=lambda f: f.score).landmarks, AlignConfig(size=size))[0])
+        if len(out) == n:
+            break
+    return np.stack(out)
 
 
 def cli_error(res, code: int, match: str = "") -> str:

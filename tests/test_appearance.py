@@ -9,30 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import ALIGNED, need_shared
+from conftest import aligned_faces
 
 
 def _faces(n: int = 6, size: int = 64) -> np.ndarray:
-    """n real aligned faces of different people (CelebA's aligned set, aligned again by g2g's template)."""
-    need_shared()
-    if not ALIGNED.is_dir():
-        pytest.skip(f"{ALIGNED} not found")
-    from PIL import Image
-
-    from g2g.align import align_face
-    from g2g.config import AlignConfig
-    from g2g.detect import FaceDetector
-
-    det = FaceDetector("cpu")
-    out = []
-    for d in sorted(p for p in ALIGNED.iterdir() if p.is_dir())[: 2 * n]:
-        rgb = np.asarray(Image.open(sorted(d.glob("*.jpg"))[0]).convert("RGB"))
-        faces = det.detect_batch([rgb])[0]
-        if faces:
-            out.append(align_face(rgb, max(faces, key=lambda f: f.score).landmarks, AlignConfig(size=size))[0])
-        if len(out) == n:
-            break
-    return np.stack(out)
+    return aligned_faces(n, size)
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +113,22 @@ def test_keep_mouth_brings_the_pose_mouth_opening_and_nothing_else(faces):
     assert out[inside > 0.5].mean() < 0.5 * face[inside > 0.5].mean()  # and it is the pose's dark inside
 
 
-def test_keep_mouth_is_on_for_the_default_method_only():
+def test_the_default_method_runs_every_fix_and_explicit_methods_none():
+    from g2g.compose import Fixes
+    from g2g.errors import G2GError
     from g2g.mixers import open_mixer
 
     auto = open_mixer("auto", None)
-    assert auto.name == "expression-paste" and auto.keep_mouth  # chosen by the held-out numbers (README)
-    assert not open_mixer("expression-paste", None).keep_mouth and open_mixer("paste", None, keep_mouth=True).keep_mouth
-    assert not open_mixer("auto", None, keep_mouth=False).keep_mouth
-    assert open_mixer("auto", None).sha256 != open_mixer("auto", None, keep_mouth=False).sha256  # resume tells apart
+    assert auto.name == "expression-paste" and auto.fixes == Fixes()  # chosen by the held-out numbers (docs)
+    assert open_mixer("auto", None, keep_mouth=False).fixes == Fixes.parse("default,-mouth")  # --no-keep-mouth
+    assert open_mixer("expression-paste", None).fixes is None and not open_mixer("expression-paste", None).keep_mouth
+    assert open_mixer("paste", None, keep_mouth=True).keep_mouth
+    assert open_mixer("expression-paste", None, fixes="none").fixes is None  # "none" is the plain method
+    shas = {open_mixer("auto", None).sha256, open_mixer("auto", None, keep_mouth=False).sha256,
+            open_mixer("expression-paste", None).sha256, open_mixer("expression-paste", None, keep_mouth=True).sha256}
+    assert len(shas) == 4  # resume tells them apart
+    with pytest.raises(G2GError, match="applies to expression-paste"):
+        open_mixer("paste", None, fixes="eyes")
 
 
 def test_sampler_never_uses_the_target_as_its_identity_source(tmp_path, prepared_small):
@@ -245,7 +234,7 @@ def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, fa
 
     rep = evaluate(tmp_path / "warp-paste", ["id-retrieval", "expression"], EvalConfig(baselines=True, max_pairs=50))
     base = rep.results["baselines"]
-    assert set(base) == {"paste", "warp-paste"} and base["paste"]["expression_error"] is not None
+    assert set(base) == {"paste", "warp-paste", "expression-paste"} and base["paste"]["expression_error"] is not None
     # the warp-paste baseline on the run's own pairs is the run itself: the same numbers
     assert np.isclose(base["warp-paste"]["expression_error"], rep.results["expression"]["error"]["mean"], atol=1e-6)
     assert base["paste"]["expression_error"] > rep.results["expression"]["error"]["mean"]  # paste keeps the id's

@@ -59,5 +59,5 @@ def test_typical_use_runs_top_to_bottom(tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1200)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert set(ev["results"]["baselines"]) == {"paste", "warp-paste"}
+    assert set(ev["results"]["baselines"]) == {"paste", "warp-paste", "expression-paste"}
     assert json.loads((tmp_path / "runs" / "r1" / "split.json").read_text())["val"]  # recon had held-out people

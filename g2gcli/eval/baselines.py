@@ -1,10 +1,10 @@
 """``g2g eval OUT --baselines``: the non-learned frontier on the very pairs of a mix run, scored the same way.
 
 A model is worth using only where it beats what needs no model. For every ok
-pair of the run, ``paste`` and ``warp-paste`` (g2g.mixers) are run on the aligned
-pose and identity crops the mix kept (``OUT/aligned/``), written under
-``EVAL_DIR/baselines/<method>/`` (a mix output of its own, resumable), and
-evaluated with the same metrics as the run. The report carries their numbers next
+pair of the run, ``paste``, ``warp-paste`` and ``expression-paste`` (g2g.mixers)
+are run on the aligned pose and identity crops the mix kept (``OUT/aligned/``),
+written under ``EVAL_DIR/baselines/<method>/`` (a mix output of its own,
+resumable), and evaluated with the same metrics as the run (realism included). The report carries their numbers next
 to the model's.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from g2g.eval.data import MixRun
 from g2g.fsutil import atomic_write_text
 
-BASELINES = ("paste", "warp-paste")
+BASELINES = ("paste", "warp-paste", "expression-paste")
 
 
 def baseline_runs(run: MixRun, out_dir: Path) -> dict[str, Path]:
@@ -45,7 +45,8 @@ def baseline_runs(run: MixRun, out_dir: Path) -> dict[str, Path]:
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     """The numbers of a baseline that sit next to the model's in the report."""
     r = next(iter((results.get("id-retrieval") or {}).values()), {})
-    e, p = results.get("expression") or {}, results.get("pose") or {}
+    e, p, re = results.get("expression") or {}, results.get("pose") or {}, results.get("realism") or {}
     return {"top1": r.get("top1"), "top1_cross": r.get("top1_cross"), "pose_leak": r.get("pose_leak"),
             "expression_error": (e.get("error") or {}).get("mean"),
-            "landmark_error": (p.get("landmark_error") or {}).get("mean")}
+            "landmark_error": (p.get("landmark_error") or {}).get("mean"),
+            "realism_auc": re.get("auc"), "realism_control_auc": re.get("control_auc")}

@@ -61,9 +61,16 @@ def _counts(c: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [("outputs", "evaluated / planned", f"{c['ok']} / {c['planned']}", f"{c['n_skipped']} skipped{skipped}")]
 
 
+def _means(metric: str, text: str) -> tuple[str, str, str, str]:
+    """The row that says in plain words what a metric's numbers mean."""
+    return (metric, "[dim]what it means[/dim]", "", f"[dim]{text}[/dim]")
+
+
 def _id_sim(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ref, unit, m = s["reference"], ("dist" if s["distance"] == "euclidean" else "cos dist"), f"id-sim [{name}]"
     return [
+        _means(m, "how far each output's identity embedding is from its identity's photos; real photos of one "
+                  "person sit at 'same', of two people at 'different'"),
         (m, f"{unit} to identity (mean)", _f(s["dist_to_identity"]["mean"]),
          f"real same {_f(ref['same_person']['mean'])} / different {_f(ref['different_person']['mean'])}"),
         (m, f"{unit} to pose source", _f(s["dist_to_pose"]["mean"]), "baseline to beat (higher is better)"),
@@ -80,6 +87,7 @@ def _id_sim(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def _id_retrieval(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     m = f"id-retrieval [{name}]"
     return [
+        _means(m, "top-1: share of outputs whose nearest identity of the run is the right one"),
         (m, "top-1", _pct(s["top1"]), f"chance {_pct(s['chance_top1'])}; pose photo {_pct(s['pose_photo_top1'])}"),
         (m, "top-5", _pct(s["top5"]), f"chance {_pct(s['chance_top5'])}"),
     ] + ([
@@ -91,7 +99,9 @@ def _id_retrieval(name: str, s: dict[str, Any]) -> list[tuple[str, str, str, str
 
 def _expression(e: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     b = e["baseline_identity_photo"]
-    rows = [("expression", "error / IOD (mean of 4)", _f(e["error"]["mean"]),
+    rows = [_means("expression", "0 = the pose's expression (mouth, eyes, brows); the identity photo's error is "
+                                 "what copying that photo keeps"),
+            ("expression", "error / IOD (mean of 4)", _f(e["error"]["mean"]),
              f"identity photo {_f(b['error']['mean'])}; 0 = the pose's expression")]
     for k in e["descriptors"]:
         rows.append(("expression", f"  {k.replace('_', ' ')}", _f(e[k]["mean"]), f"identity photo {_f(b[k]['mean'])}"))
@@ -101,6 +111,7 @@ def _expression(e: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def _pose(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     b, angles = p["baseline_identity_photo"], ("d_yaw", "d_pitch", "d_roll")
     return [
+        _means("pose", "how far the output's head pose and landmarks are from its pose photo; 0 = the pose's own"),
         ("pose", "face found in output", _pct(p["face_found_in_output"]), f"{p['n_measured']} measured"),
         ("pose", "landmark error / IOD", _f(p["landmark_error"]["mean"]), f"identity photo {_f(b['landmark_error']['mean'])}"),
         ("pose", "|d yaw| / |d pitch| / |d roll| deg", " / ".join(_f(p[k]["mean"], "{:.1f}") for k in angles),
@@ -109,7 +120,8 @@ def _pose(p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _recon(rc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    rows = []
+    rows = [_means("recon", "PSNR, SSIM higher and LPIPS lower: closer to the original; an unrelated face is "
+                            "the floor")]
     fl = rc["floor"] or {}
     for kind in ("self", "cycle"):
         if rc[kind] is None:
@@ -119,6 +131,26 @@ def _recon(rc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"unrelated face {_f((fl.get(m) or {}).get('mean'), fmt)}" if fl else ""))
     rows.append(("recon", "held-out", str(rc["n_images"]), rc["held_out"]))
     return rows
+
+
+def _pm(v: Any, sd: Any, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else f"{fmt.format(v)} ± {fmt.format(sd or 0.0)}"
+
+
+def _realism(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    if s.get("skipped"):
+        return [("realism", "classifier AUC", "-", f"skipped: {s['skipped']}")]
+    return [
+        ("realism", "classifier AUC", _pm(s["auc"], s["auc_std"]),
+         f"real vs real {_pm(s['control_auc'], s['control_auc_std'])}; 0.5: a classifier cannot tell these faces "
+         "from real photos; 1.0: it always can"),
+        ("realism", "Fréchet distance", _f(s["fd"], "{:.1f}"),
+         f"real vs real {_f(s['fd_control'], '{:.1f}')} (the floor at this sample size); lower is more real"),
+        ("realism", "features", str(s.get("n_features", "-")),
+         "dlib face ResNet texture: mean and std per channel of its stem and 4 stages, inside the face only"),
+        ("realism", "faces compared", f"{s['n_mixed']} / {s['n_real']}",
+         f"mixed / real ({s['n_real_people']} people: {s['real_source']}); per image: realism_detectability"),
+    ]
 
 
 def _table_rows(r: EvalReport) -> list[tuple[str, str, str, str]]:
@@ -131,12 +163,14 @@ def _table_rows(r: EvalReport) -> list[tuple[str, str, str, str]]:
         rows += _pose(r.results["pose"])
     if r.results.get("expression"):
         rows += _expression(r.results["expression"])
+    if r.results.get("realism"):
+        rows += _realism(r.results["realism"])
     if r.results.get("recon"):
         rows += _recon(r.results["recon"])
     for method, b in (r.results.get("baselines") or {}).items():
-        rows.append((f"baseline {method}", "top-1 cross / pose leak / expression",
+        rows.append((f"baseline {method}", "top-1 cross / pose leak / expression / realism AUC",
                      f"{_pct(b['top1_cross'] if b['top1_cross'] is not None else b['top1'])} / {_pct(b['pose_leak'])} / "
-                     f"{_f(b['expression_error'])}", "the same pairs, no model"))
+                     f"{_f(b['expression_error'])} / {_f(b.get('realism_auc'), '{:.2f}')}", "the same pairs, no model"))
     nets = ", ".join(f"{n['name']}" + (" (trained against)" if n["trained_against"] else "") for n in r.networks)
     if nets:
         rows.append(("network", "identity", nets, "distance to the identity's mean embedding"))

@@ -14,16 +14,23 @@ Metrics (one module each; the method is spelled out there)
 - ``expression`` (g2g.eval.expression): mouth opening and width, eye opening
   and brow height from dlib's 68 points, output vs pose crop, over the IOD;
   baseline: the identity's photo vs the pose crop (what copy-paste keeps).
-- ``--baselines`` (g2g.eval.baselines): paste and warp-paste on the run's own
-  pairs, scored the same way, next to the model's numbers.
+- ``realism`` (g2g.eval.realism): a classifier two-sample test: ROC AUC of a
+  grouped, cross-validated logistic regression separating the mixed faces from
+  real faces of the same people, on texture statistics of the face region in
+  dlib's face ResNet (0.5: indistinguishable); beside it the same test between
+  two halves of the real people, the Fréchet distance with its control, and each
+  output's detectability.
+- ``--baselines`` (g2g.eval.baselines): paste, warp-paste and expression-paste on
+  the run's own pairs, scored the same way, next to the model's numbers.
 - ``recon`` (g2g.eval.recon): PSNR, SSIM and LPIPS of self and cycle
   reconstructions of held-out crops, on ONNX Runtime; a vs b is the floor.
 
 Skipped manifest lines (and ok lines whose crop file is gone) are counted and
 reported, never evaluated. Everything is written atomically under the eval out
 dir (default TARGET/eval): report.json, per_image.csv, id_sim_hist.png,
-examples.png (recon: recon_per_image.csv, recon_examples.png). The identity
-network is exported once into the user cache (g2g.export.identity).
+examples.png, realism_examples.png (recon: recon_per_image.csv,
+recon_examples.png). The identity and realism networks are exported once into
+the user cache (g2g.export.identity, g2g.export.realism).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from g2g.fsutil import atomic_write_json
 from g2g.preprocess import DEFAULT_ZOOM
 from g2g.detect import MTCNN_MIN_FACE
 
-MIX_METRICS = ("id-sim", "id-retrieval", "pose", "expression")
+MIX_METRICS = ("id-sim", "id-retrieval", "pose", "expression", "realism")
 METRICS = MIX_METRICS + ("recon",)
 
 __all__ = ["evaluate", "EvalReport", "EvalError", "METRICS", "MIX_METRICS", "IDENTITY_NETS", "parse_metrics",
@@ -165,6 +172,8 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         t1 = time.perf_counter()
         report.results["expression"] = expression_metrics(run, cfg, rows)
         report.timings["expression"] = time.perf_counter() - t1
+    if "realism" in report.metrics:
+        _realism(run, facts, cfg, report, rows, out_dir)
     report.images += len(run.ok)
     if any(m in MIX_METRICS for m in report.metrics):
         skipped_rows = [{"pose": r.get("pose"), "identity": r.get("identity"), "status": "skipped",
@@ -173,8 +182,27 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
         report.files["per_image_csv"] = str(out_dir / "per_image.csv")
 
 
+def _realism(run: MixRun, facts: dict[str, Any] | None, cfg: EvalConfig, report: EvalReport,
+             rows: dict[int, dict[str, Any]], out_dir: Path) -> None:
+    """The realism test (g2g.eval.realism), with a warning when the model was trained against its network."""
+    from g2g.eval.realism import realism_metrics
+
+    t1 = time.perf_counter()
+    trained_net, trained_why = trained_against(facts)
+    if trained_net == "dlib":
+        report.warnings.append(f"realism: the model was trained with a loss on dlib's face ResNet ({trained_why}), "
+                               "the network whose features the realism test reads: it may understate what shows")
+    res = realism_metrics(run, cfg, rows, out_dir, report.notes)
+    report.results["realism"] = res
+    if res.get("skipped"):
+        report.notes.append(f"realism skipped: {res['skipped']}")
+    elif Path(res["sheet"]).exists():
+        report.files["realism_examples"] = res["sheet"]
+    report.timings["realism"] = time.perf_counter() - t1
+
+
 def _baselines(run: MixRun, nets: list[str], cfg: EvalConfig, report: EvalReport, out_dir: Path) -> None:
-    """paste and warp-paste on the run's own pairs, with the run's mix metrics (g2g.eval.baselines)."""
+    """The no-model methods on the run's own pairs, with the run's mix metrics (g2g.eval.baselines)."""
     from g2g.eval.baselines import baseline_runs, headline
 
     t1 = time.perf_counter()
@@ -187,7 +215,8 @@ def _baselines(run: MixRun, nets: list[str], cfg: EvalConfig, report: EvalReport
 
 
 def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path | None = None) -> EvalReport:
-    """Evaluate a mix output folder (id-sim, id-retrieval, pose) and/or a model bundle on DATA (recon).
+    """Evaluate a mix output folder (id-sim, id-retrieval, pose, expression, realism) and/or a model bundle on
+    DATA (recon).
 
     ``target`` is a mix OUT (its run.json names the model) or a MODEL_DIR.
     ``metrics`` may hold ``all``: every metric the inputs allow (recon needs DATA).
@@ -195,8 +224,8 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
     t0 = time.perf_counter()
     target = Path(target)
     chosen, is_mix, is_model = _choose(target, metrics, data)
-    if cfg.batch_size < 1 or cfg.max_pairs < 1 or cfg.max_images < 1:
-        raise EvalError("--batch-size, max_pairs and max_images must be >= 1")
+    if cfg.batch_size < 1 or cfg.max_pairs < 1 or cfg.max_images < 1 or cfg.real_max < 2:
+        raise EvalError("--batch-size, max_pairs and max_images must be >= 1, --real-max >= 2")
     nets = parse_nets(cfg.eval_net)
     # reports go beside what they measure (OUT/eval, MODEL/eval; an extra folder does not touch a bundle's files),
     # except for the model inside the installed package, whose report goes to ./g2g-eval/<model name>
