@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from g2g.errors import G2GError
-from g2g.facegeom import face_mask, inner_mouth_mask, match_colour, transfer_expression, warp_to
+from g2g.facegeom import blend, face_mask, inner_mouth_mask, match_colour, transfer_expression, warp_to
 from g2g.landmarks import EYE_L, EYE_R, INNER_LIPS, interocular68, mouth_opening
 
 MOUTH_OPEN = 0.08  # inner-lip gap over the IOD above which a mouth shows its inside (dlib's fit jitters below)
@@ -194,9 +194,10 @@ def skin_distance(lab: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return np.sqrt((z * z).sum(-1))
 
 
-def not_skin(lab: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """(S, S) float32 in [0, 1]: 1 where the colour is clearly not the face's skin, cleaned of specks."""
-    d = skin_distance(lab, lm)
+def not_skin(lab: np.ndarray, lm: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 where the colour is clearly not the face's skin, cleaned of specks
+    (``distance``: :func:`skin_distance` of ``lab`` where the caller has it already)."""
+    d = skin_distance(lab, lm) if distance is None else distance
     lo, hi = SKIN_SIGMAS
     m = np.clip((d - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     k = max(3, int(round(lab.shape[0] / 40)) | 1)
@@ -207,13 +208,13 @@ def not_skin(lab: np.ndarray, lm: np.ndarray) -> np.ndarray:
 # --- the mechanisms ------------------------------------------------------------------------------------------------
 
 
-def consensus(warped: np.ndarray, j: int, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(face (S, S, 3) uint8, occluded (S, S)): photo ``j`` of ``warped`` (K, S, S, 3), all on one geometry, with
+def consensus(warped: np.ndarray, j: int, region: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8: photo ``j`` of ``warped`` (K, S, S, 3), all on one geometry, with
     the pixels where it disagrees with the K photos' median (what only it shows) taken from the photos nearest
     that median. K < 3 has no majority: photo ``j`` as it is."""
     face = warped[j]
     if len(warped) < 3:
-        return face, np.zeros(face.shape[:2], np.float32)
+        return face
     lab = np.stack([_lab(w) for w in warped])  # (K, S, S, 3)
     med = np.median(lab, 0)
     dev = np.sqrt(((lab - med) ** 2).sum(-1))  # (K, S, S)
@@ -222,12 +223,12 @@ def consensus(warped: np.ndarray, j: int, region: np.ndarray) -> tuple[np.ndarra
     k = max(3, int(round(face.shape[0] / 32)) | 1)
     occ = cv2.GaussianBlur(cv2.dilate(occ, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))), (0, 0), k / 3)
     if occ.max() < 0.05:
-        return face, np.zeros(face.shape[:2], np.float32)
+        return face
     others = [i for i in range(len(warped)) if i != j]
     w = np.exp(-dev[others] / 8.0) + 1e-6  # (K-1, S, S): the photos near the median at each pixel
     fill = (warped[others].astype(np.float32) * w[..., None]).sum(0) / w.sum(0)[..., None]
     out = face.astype(np.float32) * (1 - occ[..., None]) + fill * occ[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), occ
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _masked_blur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
@@ -335,11 +336,6 @@ def choose_photo(ids_lm: np.ndarray, pose_lm: np.ndarray, detail: np.ndarray | N
 # --- the whole composition -----------------------------------------------------------------------------------------
 
 
-def _blend(top: np.ndarray, under: np.ndarray, m: np.ndarray) -> np.ndarray:
-    w = m[..., None].astype(np.float32)
-    return np.clip(np.rint(under.astype(np.float32) * (1 - w) + top.astype(np.float32) * w), 0, 255).astype(np.uint8)
-
-
 def sharp_warp(image: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray, sharp: bool) -> np.ndarray:
     """:func:`g2g.facegeom.warp_to`, or with ``sharp`` bicubic at twice the resolution and area-averaged back down:
     a bilinear warp blurs even where the face barely moves, and a softer face than the photo gives a mix away."""
@@ -368,7 +364,7 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
     n_used = len(ids) if fixes.occlusion else 1
     warped = np.stack([match_colour(sharp_warp(c, lm, geom, fixes.sharp), hard, pose, hard)
                        for c, lm in zip(ids[:n_used], ids_lm[:n_used])])
-    face = consensus(warped, 0, mask)[0] if fixes.occlusion else warped[0]
+    face = consensus(warped, 0, mask) if fixes.occlusion else warped[0]
     inner = face_mask(geom, size, scale=1.0, soft=0.02)
     feats = feature_mask(geom, size)
     needs_pose_w = fixes.eyes or fixes.mouth or fixes.tone or fixes.pose_occluders or fixes.skin
@@ -379,9 +375,9 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
     if fixes.pose_occluders:
         keep = np.maximum(keep, pose_occluders(pose_w, geom) * inner)
     if fixes.eyes:
-        face = _blend(pose_w, face, eye_interior_mask(geom, size))
+        face = blend(pose_w, face, eye_interior_mask(geom, size))
     if fixes.mouth:
-        face = _blend(pose_w, face, inner_mouth_mask(geom, size))  # the pose's own opening, however small
+        face = blend(pose_w, face, inner_mouth_mask(geom, size))  # the pose's own opening, however small
         if float(mouth_opening(pose_lm)) < MOUTH_OPEN * float(interocular68(pose_lm)):
             face = closed_mouth(face, geom)
     if fixes.tone:
@@ -389,10 +385,10 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
         face = transfer_tone(face, pose_w, skin, TONE_SIGMA * float(interocular68(geom)))
         face = match_grain(face, pose, hard * (1 - feats))
     if keep.any():  # the pose's pixels: on the face's geometry inside the face, as they are around it
-        face = _blend(_blend(pose_w, pose, inner), face, keep)
+        face = blend(blend(pose_w, pose, inner), face, keep)
     if fixes.seam:
         return pyramid_blend(face, pose, mask), mask
-    return _blend(face, pose, mask), mask
+    return blend(face, pose, mask), mask
 
 
 def pose_occluders(pose_w: np.ndarray, geom: np.ndarray) -> np.ndarray:
@@ -401,10 +397,10 @@ def pose_occluders(pose_w: np.ndarray, geom: np.ndarray) -> np.ndarray:
     size = pose_w.shape[0]
     lab = _lab(pose_w)
     feats = feature_mask(geom, size)
-    occ = not_skin(lab, geom) * (1 - feats) * upper_face(geom, size)
+    d = skin_distance(lab, geom)
+    occ = not_skin(lab, geom, d) * (1 - feats) * upper_face(geom, size)
     lips = lips_mask(geom, size) > 0.5
     if lips.sum() >= 16:
-        d = skin_distance(lab, geom)
         skin_like = ((d < 1.2) & lips).astype(np.float32)
         if skin_like.sum() > 0.35 * lips.sum():  # most of the lips look like skin: something covers them
             k = max(3, int(round(size / 20)) | 1)

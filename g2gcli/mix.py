@@ -48,7 +48,7 @@ from g2g.fsutil import (append_jsonl, atomic_save_image, atomic_write_json, clai
 from g2g.images import SkipImage, scan_folder
 from g2g.mixers import METHODS, IdentityFaces, Mixer, PoseFace, open_mixer
 from g2g.pairing import Plan, PairingError, build_plan, group_identities, parse_shard, shard
-from g2g.photos import FacePolicy, align_photo, load_photo, open_detector, output_stems, select_faces
+from g2g.photos import FacePolicy, align_photo, detector_or_cpu, load_photo, output_stems, select_faces
 from g2g.preprocess import resize_to_model
 from g2g.progress import BatchProgress, summary_table
 from g2g.runtime import DeviceError
@@ -223,11 +223,9 @@ class _Aligner:
 
     def _detector(self):
         if self.detector is None:
-            try:
-                self.detector = open_detector(self.cfg.device, self.cfg.min_face)
-            except ValueError as e:  # CUDA asked for but torch has none: detect on the CPU, like ORT falls back
-                self.notes.append(f"face detector on the CPU: {e}")
-                self.detector = open_detector("cpu", self.cfg.min_face)
+            self.detector, note = detector_or_cpu(self.cfg.device, self.cfg.min_face)
+            if note:
+                self.notes.append(note)
         return self.detector
 
     def _load(self, path: Path) -> Any:

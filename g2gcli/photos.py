@@ -76,6 +76,15 @@ def open_detector(device: str, min_face: int) -> Any:
     return FaceDetector(device, min_face=max(MTCNN_MIN_FACE, min_face // 2))
 
 
+def detector_or_cpu(device: str, min_face: int) -> tuple[Any, str | None]:
+    """(:func:`open_detector` on ``device``, None), or on the CPU with the reason where torch cannot use that device
+    (CUDA asked for but absent: detect on the CPU, as ONNX Runtime falls back)."""
+    try:
+        return open_detector(device, min_face), None
+    except ValueError as e:
+        return open_detector("cpu", min_face), f"face detector on the CPU: {e}"
+
+
 def select_faces(faces: list, policy: FacePolicy) -> tuple[list, str | None, str | None]:
     """Apply the face policy -> (accepted by decreasing box area, reason, message).
 
@@ -147,10 +156,7 @@ def native_sides(root: Path, rels: list[str], cfg: Any, template: np.ndarray, si
               if not isinstance(p, SkipImage)]
     if not photos:
         return sides
-    try:
-        detector = open_detector(cfg.device, cfg.min_face)
-    except ValueError:
-        detector = open_detector("cpu", cfg.min_face)
+    detector, _ = detector_or_cpu(cfg.device, cfg.min_face)
     policy = FacePolicy(cfg.faces if cfg.faces != "all" else "largest", cfg.min_face, cfg.min_score)
     for found in detector.detect_batch([p.rgb for p in photos]):
         if isinstance(found, Exception):
