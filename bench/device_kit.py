@@ -76,7 +76,7 @@ def _read_crops(data: Path, people: set[str] | None, size: int) -> tuple[list, l
     from PIL import Image
 
     from g2g.prepare import read_manifest
-    from g2g.preprocess import resize_to_model
+    from g2g.faces.preprocess import resize_to_model
 
     crops, lines = [], []
     for rec in read_manifest(data):
@@ -184,7 +184,7 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
             break
     else:
         raise SystemExit(f"not even two crops per person fit in one device call ({budget / 2**20:.1f} MiB)")
-    from g2g.fsutil import atomic_write_bytes
+    from g2g.io.files import atomic_write_bytes
 
     atomic_write_bytes(out / "kit.tar.gz", blob)  # a stale plan.json can then no longer match it: unpack checks
     plan = {
@@ -252,10 +252,10 @@ def bench(model_dir: Path, out: Path) -> dict:
 
     import numpy as np
 
-    from g2g.appearance import CONTENT_CHANNELS
+    from g2g.faces.masked_rest import CONTENT_CHANNELS
     from g2g.bundle import open_bundle
     from g2g.train.init_weights import load_init_weights
-    from g2g.train.step import build_generator
+    from g2g.train.recipes import recipe_for
 
     res: dict = {"model": str(model_dir), "unit": "pairs/s"}
     init = load_init_weights(model_dir)
@@ -264,11 +264,11 @@ def bench(model_dir: Path, out: Path) -> dict:
     s = init.model.image_size
     import torch
 
-    gens = {"cpu": build_generator(init.model).eval()}
+    gens = {"cpu": recipe_for(init.model).build(init.model).eval()}
     gens["cpu"].load_state_dict(init.state)
     if torch.cuda.is_available():
         res["cuda_device"] = torch.cuda.get_device_name()
-        gens["cuda"] = build_generator(init.model).to("cuda").eval()
+        gens["cuda"] = recipe_for(init.model).build(init.model).to("cuda").eval()
         gens["cuda"].load_state_dict(init.state)
     res["cpu_threads"] = torch.get_num_threads()
 

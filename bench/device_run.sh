@@ -51,16 +51,9 @@ else
 fi
 mkdir -p "$STAGE" "$OUT"
 
-log "unpacking the kit ($CARRY)"
-if ! cmp -s "$CARRY/plan.json" "$STAGE/plan.json"; then  # a warm machine's second call has it already
-  rm -rf "$STAGE/data" "$STAGE/weights" "$STAGE/libs" "$STAGE/resume"
-  "$PY" bench/device_kit.py unpack "$CARRY" "$STAGE"
-  cp "$CARRY/plan.json" "$STAGE/plan.json"
-fi
-
 # g2g's packages linked into a site folder in the layout pyproject maps (g2gcli -> g2g, train -> g2g.train, ...),
-# ahead of the carried libraries; the dry run also hides every package the device image lacks, so it fails here
-# where the device would
+# ahead of the carried libraries, before anything imports g2g (the kit's unpack does); the dry run also hides every
+# package the device image lacks, so it fails here where the device would
 site="$STAGE/site"; rm -rf "$site"; mkdir -p "$site/g2g"
 for f in g2gcli/*; do ln -s "$repo/$f" "$site/g2g/$(basename "$f")"; done
 ln -s "$repo/train" "$site/g2g/train"; ln -s "$repo/export" "$site/g2g/export"
@@ -70,6 +63,13 @@ if [ "$DRY" = 1 ] || [ "$REHEARSE" = 1 ]; then
   done
 fi
 export PYTHONPATH="$site:$STAGE/libs${PYTHONPATH:+:$PYTHONPATH}"
+
+log "unpacking the kit ($CARRY)"
+if ! cmp -s "$CARRY/plan.json" "$STAGE/plan.json"; then  # a warm machine's second call has it already
+  rm -rf "$STAGE/data" "$STAGE/weights" "$STAGE/libs" "$STAGE/resume"
+  "$PY" bench/device_kit.py unpack "$CARRY" "$STAGE"
+  cp "$CARRY/plan.json" "$STAGE/plan.json"
+fi
 # DataLoader workers hand batches over in /dev/shm: two in flight per worker, 3.9 MB a pair at 128 px (float32,
 # 59 channels); a small /dev/shm (a container's 64 MB) kills them with a bus error, so fewer workers then
 shm_kb=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}'); shm_kb=${shm_kb:-0}

@@ -1,6 +1,6 @@
 """Eval throughput on CPU: ``g2g eval`` images/s against the bare networks it runs.
 
-Builds a mix OUT folder (the layout g2g mix writes: g2gcli/mix.py) from real aligned crops,
+Builds a mix OUT folder (the layout g2g mix writes: g2gcli/mix/) from real aligned crops,
 with other photos of the identities standing in for mixed outputs (eval's cost
 does not depend on who made the pixels), then times ``evaluate`` per metric and,
 in the same process, the bare identity network (ONNX Runtime on in-memory
@@ -43,7 +43,7 @@ def prepared_data(tmp: Path, identities: int, per_identity: int) -> Path:
 
 def build_out(data: Path, out: Path, identities: int) -> int:
     """OUT with identities x (identities - 1) outputs; returns the number of ok outputs."""
-    from g2g.fsutil import append_jsonl, atomic_write_json
+    from g2g.io.files import append_jsonl, atomic_write_json
     from g2g.prepare import read_manifest
 
     by: dict[str, list[str]] = {}
@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from g2g.config import AlignConfig, EvalConfig
-    from g2g.detect import FaceDetector
+    from g2g.faces.detect import FaceDetector
     from g2g.eval import evaluate, open_identity_net
 
     tmp = Path(tempfile.mkdtemp(prefix="g2g-eval-bench-"))

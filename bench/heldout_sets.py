@@ -16,7 +16,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from g2g.fsutil import read_jsonl, safe_join
+from g2g.io.files import read_jsonl, safe_join
 
 
 def main() -> None:

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from g2g.fsutil import read_jsonl
-from g2g.identity import IdentityEmbedder, cosine, euclidean
+from g2g.io.files import read_jsonl
+from g2g.faces.distances import cosine, euclidean
+from g2g.faces.embedder import IdentityEmbedder
 from g2g.eval.metrics import roc_auc, stats
 
 
@@ -51,7 +52,7 @@ def load_celeba_aligned(src: Path, size: int, zoom: float, per_id: int = 12) -> 
     """CelebA aligned photos warped to g2g's template from CelebA's fixed landmark layout (no detection)."""
     import cv2
 
-    from g2g.align import estimate_similarity, warp_face
+    from g2g.faces.align import estimate_similarity, warp_face
     from g2g.config import AlignConfig
 
     # CelebA's aligned release puts every face's 5 landmarks near these fixed points (178x218 frame)
@@ -88,7 +89,7 @@ def torch_baseline(crops: np.ndarray, net_name: str, zoom: float, n: int = 128) 
     """PyTorch eager images/s on the first ``n`` crops (the in-process baseline)."""
     import torch
 
-    from g2g.train.identity import load_identity_net
+    from g2g.train.identity_net import load_identity_net
 
     net = load_identity_net(net_name, zoom)
     x = torch.from_numpy(crops[:n]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -114,7 +115,7 @@ def main() -> None:
     ap.add_argument("--zoom", type=float, default=1.3, help="alignment zoom for --aligned-src")
     args = ap.parse_args()
 
-    from g2g.identity import cached_identity_onnx
+    from g2g.faces.embedder import cached_identity_onnx
 
     t0 = time.perf_counter()
     if args.aligned_src:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from g2g.fsutil import atomic_write_json, atomic_write_text, read_jsonl, safe_join
-from g2g.landmarks import landmarks68
+from g2g.io.files import atomic_write_json, atomic_write_text, read_jsonl, safe_join
+from g2g.faces.landmarks import landmarks68
 
 
 def main() -> None:

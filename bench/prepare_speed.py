@@ -17,11 +17,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from g2g.align import align_face
+from g2g.faces.align import align_face
 from g2g.config import PrepareConfig
-from g2g.detect import FaceDetector
-from g2g.fsutil import atomic_save_image
-from g2g.images import SkipImage, list_images, load_rgb
+from g2g.faces.detect import FaceDetector
+from g2g.io.files import atomic_save_image
+from g2g.io.images import SkipImage, list_images, load_rgb
 from g2g.photos import FacePolicy, select_faces
 from g2g.prepare import prepare_folder
 

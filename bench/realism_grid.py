@@ -41,7 +41,7 @@ def main() -> None:
     from PIL import Image
 
     from g2g.config import MixConfig
-    from g2g.fsutil import atomic_save_image
+    from g2g.io.files import atomic_save_image
     from g2g.mix import mix_folders
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -19,7 +19,7 @@ import time
 import torch
 
 from g2g.config import AlignConfig, TrainConfig, model_preset
-from g2g.train.trainer import CrossTrainer
+from g2g.train.step import CrossTrainer
 
 
 def device_name(dev: torch.device) -> str:

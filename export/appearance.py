@@ -5,19 +5,19 @@
   (means over K; the pooled encoders give (N, C, 1, 1) codes; ``dlib`` holds the dlib network)
 - ``decoder.onnx``: ``r0..r3``, ``a0..a3``, ``base`` (N, 3, S, S) -> ``image`` (before the composite)
 
-The warp, the mask and the composite are numpy (``g2g.appearance``), the same code
+The warp, the mask and the composite are numpy (``g2g.faces.masked_rest``), the same code
 training uses. Parity runs on inputs built from real faces by that code.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn as nn
 
-from g2g.export.onnx_export import PARTS, diffs_and_bounds
+from g2g.bundle import PARTS
+from g2g.export.parts import ExportParts, PartSpec, batch_dims, diffs_and_bounds
+from g2g.train.appearance_model import image_class_encoder
 
 FEATURES = 4  # scales of E_A and E_B
 
@@ -33,14 +33,21 @@ class _Decoder(nn.Module):
         return self.decoder([r0, r1, r2, r3], [a0, a1, a2, a3], base)
 
 
+def appearance_parts(gen: nn.Module, faces: np.ndarray, lm: np.ndarray | None, zoom: float, warp: bool) -> ExportParts:
+    """The three parts of a masked-rest generator, checked on inputs built from the check faces (n, 3, S, S)."""
+    inputs = appearance_inputs(faces, zoom, warp=warp, lm=lm)
+    class_encoder = image_class_encoder(gen)  # dlib: the frozen network in front of the trained projection
+    return ExportParts(appearance_specs(gen, class_encoder, inputs),
+                       lambda paths, fp16: appearance_parity(gen, class_encoder, paths, inputs, fp16))
+
+
 def appearance_inputs(faces: np.ndarray, zoom: float, warp: bool = True, lm: np.ndarray | None = None
                       ) -> dict[str, np.ndarray]:
     """Network inputs from check faces (n, 3, S, S) in [-1, 1]: each face's neighbour drawn into it. ``lm``: their
     68 landmarks (n, 68, 2) when known (a prepare manifest has them), else dlib finds them."""
-    from g2g.appearance import pair_inputs
-    from g2g.landmarks import flip68, landmarks68
-
-    from g2g.preprocess import to_image
+    from g2g.faces.masked_rest import pair_inputs
+    from g2g.faces.landmarks import flip68, landmarks68
+    from g2g.faces.preprocess import to_image
 
     crops = to_image(faces)
     if len(crops) < 2:
@@ -55,11 +62,9 @@ def appearance_inputs(faces: np.ndarray, zoom: float, warp: bool = True, lm: np.
             "base": np.stack([p.base for p in ins])}
 
 
-def appearance_specs(gen: nn.Module, class_encoder: nn.Module, inputs: dict[str, np.ndarray], N: Any, K: Any
-                     ) -> dict[str, tuple]:
-    """part -> (module, example args, (input names, output names), dynamic shapes), as onnx_export expects.
-
-    ``class_encoder``: E_B reading crops (``appearance_model.image_class_encoder``)."""
+def appearance_specs(gen: nn.Module, class_encoder: nn.Module, inputs: dict[str, np.ndarray]) -> dict[str, PartSpec]:
+    """The part specs of ``gen``; ``class_encoder``: E_B reading crops (``appearance_model.image_class_encoder``)."""
+    N, K = batch_dims()
     t = {k: torch.from_numpy(v[:2]) for k, v in inputs.items()}
     with torch.no_grad():
         r = gen.content_encoder(t["content"])
@@ -67,9 +72,9 @@ def appearance_specs(gen: nn.Module, class_encoder: nn.Module, inputs: dict[str,
     rn, an = [f"r{i}" for i in range(FEATURES)], [f"a{i}" for i in range(FEATURES)]
     dec_dyn = {**{n: {0: N} for n in rn + an}, "base": {0: N}}
     return {
-        "content_encoder": (gen.content_encoder, (t["content"],), (["content"], rn), {"x": {0: N}}),
-        "class_encoder": (class_encoder, (t["images"],), (["images"], an), {"x": {0: N, 1: K}}),
-        "decoder": (_Decoder(gen.decoder), (*r, *a, t["base"]), (rn + an + ["base"], ["image"]), dec_dyn),
+        "content_encoder": PartSpec(gen.content_encoder, (t["content"],), ["content"], rn, {"x": {0: N}}),
+        "class_encoder": PartSpec(class_encoder, (t["images"],), ["images"], an, {"x": {0: N, 1: K}}),
+        "decoder": PartSpec(_Decoder(gen.decoder), (*r, *a, t["base"]), rn + an + ["base"], ["image"], dec_dyn),
     }
 
 

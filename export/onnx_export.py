@@ -1,9 +1,10 @@
 """``g2g export --onnx``: a checkpoint's EMA generator -> a self-describing ONNX bundle.
 
 The bundle (MODEL_DIR) is everything ``g2g mix`` and ``g2g eval`` need, with no
-PyTorch and no training run: three generator parts and the identity network,
-each one self-contained ``.onnx`` file, plus ``g2g_model.json`` and
-``SHA256SUMS`` (the format ``g2g.bundle`` reads).
+PyTorch and no training run: three generator parts (what they are is the
+model's recipe's, g2g.train.recipes) and the identity network, each one
+self-contained ``.onnx`` file, plus ``g2g_model.json`` and ``SHA256SUMS`` (the
+format ``g2g.bundle`` reads).
 
 Exporter. torch 2.14's default ``torch.onnx.export(dynamo=True)`` (torch.export
 + onnxscript) with ``dynamic_shapes`` gives symbolic N (and K for the class
@@ -15,7 +16,7 @@ external data, inlined and written as one file.
 
 Parity. Every part runs on ONNX Runtime (CPU) against PyTorch on real aligned
 faces (a ``g2g prepare`` DATA folder) or, without one, on random input (the
-report says which). Bounds scale with the reference's magnitude
+report says which). Bounds (g2g.export.parts) scale with the reference's magnitude
 (``bound * max(1, max|ref|)``): fp32 1e-3 everywhere; fp16 1e-2 for the
 encoders and 5e-2 for the decoder and the full mix (outputs in [-1, 1]).
 Measured on untrained tiny/full models: fp32 <= 1.1e-5, fp16 about 7e-3 on
@@ -39,15 +40,13 @@ import numpy as np
 
 from g2g import __version__
 from g2g.config import AlignConfig, ModelConfig, TrainConfig, from_dict
-from g2g.bundle import BUNDLE_FORMAT, META_FILE, PARTS, SUMS_FILE
+from g2g.bundle import BUNDLE_FORMAT, META_FILE, SUMS_FILE
 from g2g.errors import G2GError
-from g2g.fsutil import atomic_write_bytes, atomic_write_text, claim_output
-from g2g.preprocess import NORMALISATION, resize_to_model, to_input
+from g2g.export.parts import ExportParts, PartSpec
+from g2g.io.files import atomic_write_bytes, atomic_write_text
+from g2g.io.runfolder import claim_output
+from g2g.faces.preprocess import NORMALISATION, resize_to_model, to_input
 from g2g.progress import say  # exports take tens of seconds per part on a CPU: a line per step
-# max |onnx - torch| allowed, times max(1, max |torch output|)
-BOUNDS_FP32 = {"content_encoder": 1e-3, "class_encoder": 1e-3, "decoder": 1e-3, "mix": 1e-3}
-BOUNDS_FP16 = {"content_encoder": 1e-2, "class_encoder": 1e-2, "decoder": 5e-2, "mix": 5e-2}
-MAX_DIM = 1 << 16  # upper limit of the symbolic batch dims given to torch.export
 
 
 class ExportError(G2GError):
@@ -99,8 +98,7 @@ def _resolve_checkpoint(run_or_checkpoint: Path) -> Path:
     return p
 
 
-def _export_part(module, args: tuple, names: tuple[list[str], list[str]], dyn: dict, opset: int,
-                 staging: Path, name: str, inlined: list[str]):
+def _export_part(spec: PartSpec, opset: int, staging: Path, name: str, inlined: list[str]):
     """torch module -> one in-memory onnx.ModelProto with all weights inlined."""
     import onnx
     import torch
@@ -111,8 +109,8 @@ def _export_part(module, args: tuple, names: tuple[list[str], list[str]], dyn: d
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, dynamic-shape renames)
         torch.onnx.export(
-            module, args, str(path), input_names=names[0], output_names=names[1], dynamic_shapes=dyn,
-            dynamo=True, opset_version=opset, verbose=False,
+            spec.module, spec.args, str(path), input_names=spec.inputs, output_names=spec.outputs,
+            dynamic_shapes=spec.dynamic, dynamo=True, opset_version=opset, verbose=False,
         )
     sidecars = sorted(p.name for p in folder.iterdir() if p != path)
     model = onnx.load(str(path), load_external_data=True)  # reads any sidecar into the model
@@ -169,8 +167,8 @@ def load_check_faces(folder: Path, size: int, limit: int = 8) -> tuple[np.ndarra
     show up) and resized to the model's size when the folder was prepared at
     another one.
     """
-    from g2g.fsutil import read_jsonl
-    from g2g.images import SkipImage, list_images, load_rgb
+    from g2g.io.files import read_jsonl
+    from g2g.io.images import SkipImage, list_images, load_rgb
 
     files = list_images(folder)
     if not files:
@@ -194,44 +192,6 @@ def load_check_faces(folder: Path, size: int, limit: int = 8) -> tuple[np.ndarra
     return to_input(np.stack(faces)), lm
 
 
-def _parity(gen, paths: dict[str, Path], faces: np.ndarray, fp16: bool) -> tuple[dict[str, float], dict[str, float]]:
-    """max |ORT - torch| per part and for the whole mix, and the bounds they must meet."""
-    import torch
-
-    from g2g.runtime import open_session
-
-    sess = {p: open_session(paths[p], device="cpu").session for p in PARTS}
-    n = len(faces)
-    k = 2 if n >= 2 else 1
-    nk = faces[: (n // k) * k].reshape(n // k, k, *faces.shape[1:])  # (n/k, k, 3, S, S)
-    ids = np.roll(faces, 1, axis=0)[:, None]  # (n, 1, 3, S, S): each face mixed with its neighbour
-    with torch.no_grad():
-        t = torch.from_numpy
-        ref_content = gen.content_encoder(t(faces)).numpy()
-        ref_code_nk = gen.encode_class(t(nk)).numpy()
-        ref_code = gen.encode_class(t(ids)).numpy()
-        ref_dec = gen.decoder(t(ref_content), t(ref_code)).numpy()
-    ort_content = sess["content_encoder"].run(None, {"image": faces})[0]
-    ort_code_nk = sess["class_encoder"].run(None, {"images": nk})[0]
-    ort_dec = sess["decoder"].run(None, {"content": ref_content, "code": ref_code})[0]
-    ort_code = sess["class_encoder"].run(None, {"images": ids})[0]
-    ort_mix = sess["decoder"].run(None, {"content": ort_content, "code": ort_code})[0]
-    pairs = {
-        "content_encoder": (ort_content, ref_content), "class_encoder": (ort_code_nk, ref_code_nk),
-        "decoder": (ort_dec, ref_dec), "mix": (ort_mix, ref_dec),
-    }
-    return diffs_and_bounds(pairs, fp16)
-
-
-def diffs_and_bounds(pairs: dict[str, tuple[np.ndarray, np.ndarray]], fp16: bool
-                     ) -> tuple[dict[str, float], dict[str, float]]:
-    """max |onnx - torch| per part of (onnx, torch) pairs, and each bound scaled by the reference's magnitude."""
-    base = BOUNDS_FP16 if fp16 else BOUNDS_FP32
-    diffs = {k: float(np.abs(a - b).max()) for k, (a, b) in pairs.items()}
-    bounds = {k: base[k] * max(1.0, float(np.abs(b).max())) for k, (a, b) in pairs.items()}
-    return diffs, bounds
-
-
 def export_bundle(
     run_or_checkpoint: Path,
     out: Path,
@@ -246,68 +206,69 @@ def export_bundle(
     Writes content_encoder.onnx, class_encoder.onnx, decoder.onnx, identity.onnx
     (``identity=False`` leaves the identity network out; ``g2g eval`` needs it,
     ``g2g mix`` does not), g2g_model.json and SHA256SUMS, all atomically;
-    g2g_model.json last, so a half-finished export is not a bundle.
-    Raises :class:`ExportError` when a check fails.
+    g2g_model.json last, so a half-finished export is not a bundle. The parts
+    are the generator's recipe's (g2g.train.recipes). Raises :class:`ExportError`
+    when a check fails.
     """
-    import torch
+    from g2g.train.recipes import recipe_for
 
-    from g2g.train.checkpoint import CheckpointError, file_sha256, load_generator
-    from g2g.train.model import KShotClassEncoder
+    gen, mcfg, state, report = _open_checkpoint(run_or_checkpoint, Path(out), fp16)
+    faces, check_lm = _check_faces(check_images, mcfg.image_size, report)
+    parts = recipe_for(mcfg).export_parts(gen, faces, check_lm, mcfg)
+    meta = _bundle_meta(mcfg, state, report, opset)
+    staging = Path(tempfile.mkdtemp(dir=report.out, prefix=".export-"))
+    try:
+        models = _export_models(parts, mcfg, staging, opset, identity, progress, report)
+        _check_parity(models, parts, meta, staging, report)
+        _write_models(models, meta, identity, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _write_index(meta, report)
+    return report
+
+
+def _open_checkpoint(run_or_checkpoint: Path, out: Path, fp16: bool) -> tuple[Any, ModelConfig, dict, ExportReport]:
+    """The checkpoint's EMA generator, its ModelConfig and state, and the report of its export to ``out`` (claimed)."""
+    from g2g.io.files import sha256_file as file_sha256
+    from g2g.train.checkpoint import CheckpointError, load_generator
 
     ckpt = _resolve_checkpoint(run_or_checkpoint)
     try:
         gen, mcfg, state = load_generator(ckpt, ema=True)
     except CheckpointError as e:
         raise ExportError(str(e)) from None
-    out = Path(out)
     claim_output(out, "export")
-    S = mcfg.image_size
     report = ExportReport(out=out, checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt),
                           step=int(state.get("step", 0)), fp16=fp16)
     if "generator_ema" not in state:
         report.notes.append("checkpoint has no EMA generator; exported the raw generator")
+    return gen, mcfg, state, report
 
-    check_lm = None  # 68 landmarks of the check faces, where DATA's manifest has them (no dlib needed then)
+
+def _check_faces(check_images: Path | None, size: int, report: ExportReport) -> tuple[np.ndarray, np.ndarray | None]:
+    """The faces parity runs on (--check-data's crops, else random input) and their 68 landmarks where known."""
     if check_images is not None:
-        faces, check_lm = load_check_faces(Path(check_images), S)
+        faces, lm = load_check_faces(Path(check_images), size)  # lm: from DATA's manifest (no dlib needed then)
         report.parity_source = f"{len(faces)} real aligned faces from {check_images}"
-    else:
-        faces = np.random.default_rng(0).uniform(-1, 1, (4, 3, S, S)).astype(np.float32)
-        report.parity_source = "random input (no --check-data DATA given)"
+        return faces, lm
+    report.parity_source = "random input (no --check-data DATA given)"
+    return np.random.default_rng(0).uniform(-1, 1, (4, 3, size, size)).astype(np.float32), None
 
-    from torch.export import Dim
 
-    N, K = Dim("N", min=1, max=MAX_DIM), Dim("K", min=1, max=MAX_DIM)
-    appearance = mcfg.masked_rest
-    if appearance:
-        from g2g.export.appearance import appearance_inputs, appearance_specs
-        from g2g.train.appearance_model import image_class_encoder
+def _bundle_meta(mcfg: ModelConfig, state: dict, report: ExportReport, opset: int) -> dict[str, Any]:
+    """g2g_model.json without its "parity" and "files" (every part's metadata holds it too)."""
+    import torch
 
-        check_inputs = appearance_inputs(faces, mcfg.zoom, warp=mcfg.warped_identity, lm=check_lm)
-        class_encoder = image_class_encoder(gen)  # dlib: the frozen network in front of the trained projection
-        specs = appearance_specs(gen, class_encoder, check_inputs, N, K)
-    else:
-        x = torch.from_numpy(faces[:2] if len(faces) >= 2 else np.repeat(faces, 2, 0))  # (2, 3, S, S) sample
-        with torch.no_grad():
-            content, code = gen.content_encoder(x), gen.class_encoder(x)
-        specs = {  # part -> (module, example args, (input names, output names), dynamic shapes)
-            "content_encoder": (gen.content_encoder, (x,), (["image"], ["content"]), {"x": {0: N}}),
-            "class_encoder": (KShotClassEncoder(gen.class_encoder), (x[:, None].repeat(1, 2, 1, 1, 1),),
-                              (["images"], ["code"]), {"x": {0: N, 1: K}}),
-            "decoder": (gen.decoder, (content, code), (["content", "code"], ["image"]),
-                        {"content": {0: N}, "code": {0: N}}),
-        }
-    train_cfg = asdict(from_dict(TrainConfig, state["config"]))
-    align = AlignConfig(size=S, zoom=mcfg.zoom)
+    align = AlignConfig(size=mcfg.image_size, zoom=mcfg.zoom)
     meta: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "model": asdict(mcfg),
-        "train": train_cfg,
-        "align": {"size": S, "zoom": mcfg.zoom, "template": [list(p) for p in align.template()]},
+        "train": asdict(from_dict(TrainConfig, state["config"])),
+        "align": {"size": mcfg.image_size, "zoom": mcfg.zoom, "template": [list(p) for p in align.template()]},
         "normalisation": NORMALISATION,
         "checkpoint_sha256": report.checkpoint_sha256,
         "step": report.step,
-        "fp16": fp16,
+        "fp16": report.fp16,
         "opset": opset,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "g2g_version": __version__,
@@ -315,71 +276,82 @@ def export_bundle(
     }
     if state.get("init_from"):  # a fine-tuned run: the steps before ``step`` were trained elsewhere
         meta["init_from"] = state["init_from"]
+    return meta
 
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
-    try:
-        models, inlined = {}, []
-        for k, (part, (module, args, names, dyn)) in enumerate(specs.items()):
-            if progress:
-                say(f"export: {part} ({k + 1}/{len(specs)}){', fp16' if fp16 else ''}")
-            model = _export_part(module, args, names, dyn, opset, staging, part, inlined)
-            if fp16:
-                from onnxconverter_common.float16 import convert_float_to_float16
 
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "number truncated to 1e-07" for tiny weights
-                    model = convert_float_to_float16(model, keep_io_types=True)  # I/O stay float32
-                _feed_outputs_as_fp16(model)
-            models[part] = model
-        if identity:
-            if progress:
-                say("export: identity network (dlib ResNet)")
-            models["identity"] = _identity_model(staging, mcfg)
+def _export_models(parts: ExportParts, mcfg: ModelConfig, staging: Path, opset: int, identity: bool,
+                   progress: bool, report: ExportReport) -> dict[str, Any]:
+    """Each part (and the identity network) as an in-memory ONNX model, fp16 where asked."""
+    models, inlined, fp16 = {}, [], report.fp16
+    for k, (part, spec) in enumerate(parts.specs.items()):
         if progress:
-            say(f"export: parity on {report.parity_source}")
-        if inlined:  # torch's default for the dynamo exporter, not a problem once inlined
-            report.notes.append(f"torch wrote the weights of {', '.join(inlined)} as external data; "
-                                "inlined (one self-contained file per model)")
+            say(f"export: {part} ({k + 1}/{len(parts.specs)}){', fp16' if fp16 else ''}")
+        model = _export_part(spec, opset, staging, part, inlined)
+        models[part] = _to_fp16(model) if fp16 else model
+    if identity:
+        if progress:
+            say("export: identity network (dlib ResNet)")
+        models["identity"] = _identity_model(staging, mcfg)
+    if progress:
+        say(f"export: parity on {report.parity_source}")
+    if inlined:  # torch's default for the dynamo exporter, not a problem once inlined
+        report.notes.append(f"torch wrote the weights of {', '.join(inlined)} as external data; "
+                            "inlined (one self-contained file per model)")
+    return models
 
-        # parity on staged copies (metadata does not change the computation)
-        staged = {}
-        for part, model in models.items():
-            _set_metadata(model, meta, part)
-            staged[part] = staging / f"{part}.onnx"
-            atomic_write_bytes(staged[part], _serialize_checked(model, part))
-        if appearance:
-            from g2g.export.appearance import appearance_parity
 
-            report.parity, report.bounds = appearance_parity(gen, class_encoder, staged, check_inputs, fp16)
-        else:
-            report.parity, report.bounds = _parity(gen, staged, faces, fp16)
-        meta["parity"] = report.parity
-        bad = [f"{k} {report.parity[k]:.2e} > {report.bounds[k]:.1e}" for k in report.parity
-               if not report.parity[k] <= report.bounds[k]]  # `not <=` also catches NaN
-        if bad:
-            raise ExportError(f"ONNX Runtime disagrees with PyTorch ({'; '.join(bad)}) on {report.parity_source}")
+def _to_fp16(model):
+    """The model with float16 weights and float32 inputs and outputs."""
+    from onnxconverter_common.float16 import convert_float_to_float16
 
-        (out / META_FILE).unlink(missing_ok=True)  # an old bundle here stops being one until the new one is whole
-        if not identity:
-            (out / "identity.onnx").unlink(missing_ok=True)  # never leave a stale part from an earlier export
-        for part, model in models.items():
-            _set_metadata(model, meta, part)
-            data = _serialize_checked(model, part)
-            name = f"{part}.onnx"
-            atomic_write_bytes(out / name, data)
-            report.files[name] = hashlib.sha256(data).hexdigest()
-            report.sizes[name] = len(data)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "number truncated to 1e-07" for tiny weights
+        model = convert_float_to_float16(model, keep_io_types=True)
+    _feed_outputs_as_fp16(model)
+    return model
 
+
+def _check_parity(models: dict[str, Any], parts: ExportParts, meta: dict[str, Any], staging: Path,
+                  report: ExportReport) -> None:
+    """ONNX Runtime against PyTorch on staged copies (metadata does not change the computation); out of bounds
+    raises :class:`ExportError`. The differences go into the report and ``meta``."""
+    staged = {}
+    for part, model in models.items():
+        _set_metadata(model, meta, part)
+        staged[part] = staging / f"{part}.onnx"
+        atomic_write_bytes(staged[part], _serialize_checked(model, part))
+    report.parity, report.bounds = parts.parity(staged, report.fp16)
+    meta["parity"] = report.parity
+    bad = [f"{k} {report.parity[k]:.2e} > {report.bounds[k]:.1e}" for k in report.parity
+           if not report.parity[k] <= report.bounds[k]]  # `not <=` also catches NaN
+    if bad:
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch ({'; '.join(bad)}) on {report.parity_source}")
+
+
+def _write_models(models: dict[str, Any], meta: dict[str, Any], identity: bool, report: ExportReport) -> None:
+    """Each model into the bundle folder with the final metadata; its sha256 and size into the report."""
+    out = report.out
+    (out / META_FILE).unlink(missing_ok=True)  # an old bundle here stops being one until the new one is whole
+    if not identity:
+        (out / "identity.onnx").unlink(missing_ok=True)  # never leave a stale part from an earlier export
+    for part, model in models.items():
+        _set_metadata(model, meta, part)
+        data = _serialize_checked(model, part)
+        name = f"{part}.onnx"
+        atomic_write_bytes(out / name, data)
+        report.files[name] = hashlib.sha256(data).hexdigest()
+        report.sizes[name] = len(data)
+
+
+def _write_index(meta: dict[str, Any], report: ExportReport) -> None:
+    """SHA256SUMS, then g2g_model.json: its presence marks a complete bundle."""
     record = {**meta, "files": dict(report.files)}
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     report.files[META_FILE] = hashlib.sha256(text.encode()).hexdigest()
     report.sizes[META_FILE] = len(text.encode())
     sums = "".join(f"{sha}  {name}\n" for name, sha in report.files.items())
-    atomic_write_text(out / SUMS_FILE, sums)
-    atomic_write_text(out / META_FILE, text)  # last: its presence marks a complete bundle
-    return report
+    atomic_write_text(report.out / SUMS_FILE, sums)
+    atomic_write_text(report.out / META_FILE, text)
 
 
 def _identity_model(staging: Path, mcfg: ModelConfig):
@@ -387,7 +359,7 @@ def _identity_model(staging: Path, mcfg: ModelConfig):
     import onnx
 
     try:
-        from g2g.export.identity import export_identity
+        from g2g.export.identity_onnx import export_identity
     except ImportError as e:
         raise ExportError(f"cannot export the identity network ({e}); pass identity=False to leave it out") from None
     folder = Path(tempfile.mkdtemp(dir=staging, prefix="identity-"))

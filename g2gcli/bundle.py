@@ -21,8 +21,8 @@ import numpy as np
 
 from g2g.config import AlignConfig, ModelConfig, from_dict
 from g2g.errors import G2GError
-from g2g.fsutil import sha256_file
-from g2g.preprocess import check_normalisation
+from g2g.io.files import sha256_file
+from g2g.faces.preprocess import check_normalisation
 from g2g.runtime import SessionInfo, open_session, run_bound
 
 BUNDLE_FORMAT = "g2g-onnx-bundle/1"
@@ -171,10 +171,10 @@ class Bundle:
         return self._batched("decoder", {"content": content, "code": code}, self.batch_size)
 
     def generate(self, content: np.ndarray, identity: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """A masked-rest bundle's three parts in a row (see g2g.appearance.pair_inputs for the inputs):
+        """A masked-rest bundle's three parts in a row (see g2g.faces.masked_rest.pair_inputs for the inputs):
         content (N, C, S, S), warped identity crops (N, K, 3, S, S), base (N, 3, S, S) -> face (N, 3, S, S)."""
-        if not self.model.masked_rest:
-            raise ValueError("generate() needs a masked-rest bundle; this one is funit (use encode_*/decode)")
+        if "base" not in {i.name for i in self.sessions["decoder"].session.get_inputs()}:
+            raise ValueError("generate() needs a masked-rest bundle, whose decoder reads 'base' (use encode_*/decode)")
         outs = []
         step = max(1, self.batch_size // identity.shape[1])
         for i in range(0, len(content), step):

@@ -17,10 +17,14 @@ import typer
 from rich.console import Console
 
 from g2g import __version__
-from g2g.config import (FACE_POLICIES, GAN_LOSSES, ID_SCHEDULES, IDENTITY_ENCODERS, METHODS, MIX_FACE_POLICIES,
+from g2g.config import (FACE_POLICIES, GAN_LOSSES, ID_SCHEDULES, IDENTITY_ENCODERS, MIX_FACE_POLICIES,
                         MIX_FORMATS, OPTIMIZERS, PERCEPTUAL_NETS, PREPARE_FORMATS, PRESETS)
 from g2g.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SKIPPED, G2GError
-from g2g.preprocess import DEFAULT_ZOOM
+from g2g.methods import DEFAULT_METHOD, METHODS, TABLE
+from g2g.faces.preprocess import DEFAULT_ZOOM
+
+METHOD_HELP = (f"auto (the model of --model when given, else {DEFAULT_METHOD} with the default --fixes: the best held-out "
+               "numbers, docs/realism.md); " + "; ".join(f"{m.name}: {m.summary}" for m in TABLE) + ".")
 
 app = typer.Typer(
     name="g2g",
@@ -85,7 +89,7 @@ def _print_json(report: Any, enabled: bool) -> None:
     if enabled:
         import json
 
-        from g2g.fsutil import jsonable
+        from g2g.io.files import jsonable
 
         typer.echo(json.dumps(jsonable(report), indent=2, sort_keys=True))
 
@@ -104,7 +108,7 @@ def _root(
 
 
 # --- prepare -------------------------------------------------------------------------------------------------------
-# (owned by the prepare module: g2gcli/prepare.py)
+# (owned by the prepare package: g2gcli/prepare/)
 @app.command()
 @_verb
 def prepare(
@@ -193,7 +197,7 @@ def train(
 ) -> None:
     """Cross-train E_A (rest), E_B (identity) and the AdaIN decoder on a `g2g prepare` folder. Ctrl-C checkpoints and stops.
 
-    Multi-GPU: torchrun --nproc_per_node N -m g2g.train DATA -o RUN OPTIONS (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+    Multi-GPU: torchrun --nproc_per_node N -m g2g train DATA -o RUN OPTIONS (DistributedDataParallel; gloo on CPU, nccl on CUDA).
     """
     from g2g.train.trainer import build_config, result_table, train as _train
 
@@ -249,7 +253,7 @@ def _side(text: str) -> int | None:
         raise G2GError(f"--size must be auto or a number of px, got {text!r}", usage=True) from None
 
 
-# (owned by the mixer: g2gcli/mix.py)
+# (owned by the mix package: g2gcli/mix/)
 @app.command()
 @_verb
 def mix(
@@ -257,7 +261,7 @@ def mix(
     ids: Path = typer.Argument(..., help="Identities: a folder of photos (each photo one identity) or of subfolders (each one identity; its photos' codes are averaged)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: mixed photos, aligned crops, manifest.jsonl, run.json. Rerun to resume."),
     model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR from g2g export --onnx (with --method model and no --model: the model shipped with g2g)."),
-    method: Literal[METHODS] = typer.Option("auto", help="auto (the model of --model when given, else expression-paste: the best held-out numbers, see the model card), model (the network of --model, or the shipped one), paste (the identity photo's face pasted through the face mask, colour-matched: identity right, expression the identity photo's) warp-paste (the same, warped onto the pose's 68 landmarks first) or expression-paste (warped onto the identity's own face shape with the pose's expression: what an untrained appearance model draws). The pastes need no model."),
+    method: Literal[METHODS] = typer.Option("auto", help=METHOD_HELP),
     size: str = typer.Option("auto", help="Crop side for the paste methods: auto (the pose faces' own resolution, 128 to 512 px) or px (a model uses its own)."),
     pairs: str = typer.Option("all", help="all (every pose x identity), zip (pose i with identity i mod M), by-name (pose folder or stem = identity), random, or a CSV of pose,identity rows."),
     per_pose: int = typer.Option(1, help="Identities per pose with --pairs random."),
@@ -350,7 +354,7 @@ def eval_(
 def demo(
     out: Path = typer.Option(Path("g2g-demo"), "-o", "--out", help="Folder for the example photos and results."),
     device: str = typer.Option("auto", help="auto (CUDA when usable), cpu, cuda, cuda:N."),
-    method: Literal[METHODS] = typer.Option("auto", help="As g2g mix --method: auto (the default method), model (the shipped model), paste, warp-paste, expression-paste."),
+    method: Literal[METHODS] = typer.Option("auto", help="As g2g mix --method."),
 ) -> None:
     """The main job on bundled public-domain example photos (from scikit-image and matplotlib) with the default method."""
     from g2g.demo import run_demo

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from g2g.errors import G2GError
-from g2g.preprocess import DEFAULT_ZOOM
+from g2g.faces.preprocess import DEFAULT_ZOOM
 
 T = TypeVar("T")
 
@@ -64,15 +64,15 @@ PREPARE_FORMATS = ("png", "jpg")
 MIX_FORMATS = ("jpg", "png", "webp")
 FACE_POLICIES = ("largest", "all", "skip-multiple")
 MIX_FACE_POLICIES = ("largest", "skip-multiple")  # one face per photo is mixed; "all" is prepare-only
-METHODS = ("auto", "model", "paste", "warp-paste", "expression-paste")  # g2g mix --method (g2g/mixers.py)
 PAIR_MODES = ("all", "zip", "by-name", "random")  # g2g mix --pairs (or a CSV file)
 GAN_LOSSES = ("hinge", "nonsat")
 ID_SCHEDULES = ("constant", "linear", "step")
 PERCEPTUAL_NETS = ("stlpips", "vgg19")
 OPTIMIZERS = ("rmsprop", "adam")
-IDENTITY_ENCODERS = ("funit", "appearance", "pooled", "dlib")
-# the recipes whose E_A reads the masked rest (g2gcli/appearance.py); funit is the seed's, on the whole rest
-MASKED_REST_ENCODERS = ("appearance", "pooled", "dlib")
+# the training recipe of each identity encoder: funit (the seed's, on the whole rest) or appearance (E_A reads the
+# masked rest, g2gcli/faces/masked_rest.py); the recipes are g2g.train.recipes, their mixers g2g.methods
+RECIPE_OF_ENCODER = {"funit": "funit", "appearance": "appearance", "pooled": "appearance", "dlib": "appearance"}
+IDENTITY_ENCODERS = tuple(RECIPE_OF_ENCODER)
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,9 @@ class ModelConfig:
     app_res: int = 2  # appearance: residual blocks at 1/8 resolution
 
     @property
-    def masked_rest(self) -> bool:
-        """E_A reads the masked rest and the generator is ``g2g.train.appearance_model``'s."""
-        return self.identity_encoder in MASKED_REST_ENCODERS
+    def recipe(self) -> str:
+        """The training recipe (and so the mixer) of this model: ``funit`` or ``appearance``."""
+        return RECIPE_OF_ENCODER[self.identity_encoder]
 
     @property
     def warped_identity(self) -> bool:
@@ -194,7 +194,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
-    method: str = "auto"  # auto (the model if given, else mixers.DEFAULT_METHOD) | model | paste | warp-paste | expression-paste
+    method: str = "auto"  # auto (the model if given, else the default method) or a method of g2g.methods
     size: int | None = None  # aligned crop side of the paste methods, px; None (auto): the pose faces' own
     # resolution, 128 to 512 (g2g.photos.auto_side); a model uses its own
     pairs: str = "all"  # all | zip | by-name | random | path to a pairs CSV
@@ -212,7 +212,7 @@ class MixConfig:
     min_score: float = 0.95
     feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
     keep_mouth: bool | None = None  # keep the pose's own mouth opening; None: only for the default method (auto, no model)
-    fixes: str | None = None  # expression-paste's give-away removers (g2g/compose.py): default | all | none | a list;
+    fixes: str | None = None  # expression-paste's give-away removers (g2g/methods/compose.py): default | all | none | a list;
     # None: default for the default method (auto, no model), none for an explicit --method
     workers: int = 4
     fmt: str = "jpg"  # output image format

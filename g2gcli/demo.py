@@ -12,7 +12,7 @@ from PIL import Image
 from g2g.bundle import BundleError, default_model_dir
 from g2g.config import MixConfig, PrepareConfig
 from g2g.examples import write_examples
-from g2g.fsutil import atomic_save_image, read_jsonl
+from g2g.io.files import atomic_save_image, read_jsonl
 
 
 @dataclass
@@ -54,7 +54,7 @@ def column_check(mix_out: Path) -> list[str]:
     """
     from g2g.eval.expression import expression_error
     from g2g.mix import latest_records
-    from g2g.mixers import faces_of
+    from g2g.methods.base import faces_of
 
     def read(rel: str) -> np.ndarray:
         with Image.open(mix_out / rel) as im:
@@ -91,7 +91,7 @@ def _prepare_only(out: Path, poses: Path, device: str, progress: bool, note: str
         if rec.get("status") == "ok":
             crops.append(np.asarray(Image.open(data / rec["output"]).convert("RGB")))
             labels.append(Path(rec["source"]).stem)
-    from g2g.sheets import contact_sheet
+    from g2g.io.sheets import contact_sheet
 
     grid = out / "aligned_faces.jpg"
     atomic_save_image(grid, contact_sheet([crops], col_labels=labels))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from g2g.fsutil import atomic_save_image
+from g2g.io.files import atomic_save_image
 
 
 def _package_file(package: str, *parts: str) -> Path:

@@ -1,6 +1,6 @@
 """From a photo file to an aligned face crop: the one path ``g2g prepare`` and ``g2g mix`` share.
 
-Loading with reasons (a bad file is a :class:`g2g.images.SkipImage`, never an
+Loading with reasons (a bad file is a :class:`g2g.io.images.SkipImage`, never an
 exception), the MTCNN detector, the face policy (``--faces``, ``--min-score``,
 ``--min-face``), the 5-point alignment, and the names: who a photo shows
 (:func:`identity_of`) and what its output is called (:func:`output_stems`).
@@ -10,15 +10,16 @@ Torch is imported only when a detector is built.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from g2g.detect import MTCNN_MIN_FACE
+from g2g.faces.detect import MTCNN_MIN_FACE
 from g2g.errors import G2GError, check_options
-from g2g.images import LoadedImage, SkipImage, load_rgb
+from g2g.io.images import LoadedImage, SkipImage, load_rgb
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,20 @@ def load_photo(path: Path, max_pixels: int, min_side: int) -> LoadedImage | Skip
 
 def open_detector(device: str, min_face: int) -> Any:
     """MTCNN searching faces down to half of ``min_face``, so that smaller ones are reported as face-too-small
-    rather than no-face. Raises ValueError for a device torch cannot use."""
-    from g2g.detect import FaceDetector
+    rather than no-face. Raises DeviceError for a device string that is not auto, cpu or cuda[:N]."""
+    from g2g.faces.detect import FaceDetector
 
     return FaceDetector(device, min_face=max(MTCNN_MIN_FACE, min_face // 2))
 
 
 def detector_or_cpu(device: str, min_face: int) -> tuple[Any, str | None]:
-    """(:func:`open_detector` on ``device``, None), or on the CPU with the reason where torch cannot use that device
-    (CUDA asked for but absent: detect on the CPU, as ONNX Runtime falls back)."""
-    try:
-        return open_detector(device, min_face), None
-    except ValueError as e:
-        return open_detector("cpu", min_face), f"face detector on the CPU: {e}"
+    """(:func:`open_detector` on ``device``, None), or with the reason it runs on the CPU where CUDA was asked
+    for and cannot be used (ONNX Runtime falls back to the CPU)."""
+    from g2g.runtime import parse_device
+
+    detector = open_detector(device, min_face)
+    asked = parse_device(device)[0] == "cuda"
+    return detector, (f"face detector on the CPU: {detector.note}" if asked and detector.note else None)
 
 
 def select_faces(faces: list, policy: FacePolicy) -> tuple[list, str | None, str | None]:
@@ -108,10 +110,68 @@ def select_faces(faces: list, policy: FacePolicy) -> tuple[list, str | None, str
 def align_photo(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(crop (size, size, 3) uint8, M (2, 3) photo -> crop) from a face's 5 points; ValueError if degenerate."""
-    from g2g.align import estimate_similarity, warp_face
+    from g2g.faces.align import estimate_similarity, warp_face
 
     M = estimate_similarity(landmarks, template)
     return warp_face(rgb, M, size), np.asarray(M, dtype=np.float64)
+
+
+@dataclass
+class PhotoFaces:
+    """What the photo-to-crop stage made of one photo: its accepted faces aligned, or why there are none."""
+
+    loaded: LoadedImage | SkipImage
+    faces: list = field(default_factory=list)  # every detection (g2g.faces.detect.Face)
+    crops: list[tuple[Any, np.ndarray, np.ndarray]] = field(default_factory=list)  # (face, crop, M photo -> crop)
+    reason: str | None = None  # a skip reason of g2g.io.images.REASONS
+    message: str = ""
+
+
+def crop_faces(loaded: list[LoadedImage | SkipImage], detector: Any, policy: FacePolicy, template: np.ndarray,
+               size: int, batch_size: int, pool: Any = None, seconds: Counter | None = None) -> list[PhotoFaces]:
+    """The photo-to-crop stage of prepare and mix: detect faces in batches of ``batch_size`` photos, apply the face
+    policy, align every accepted face (in ``pool``'s threads when given). ``seconds`` collects detect/align time."""
+    from g2g.faces.detect import DetectorError
+
+    seconds = Counter() if seconds is None else seconds
+    out = [PhotoFaces(im) for im in loaded]
+    for r in out:
+        if isinstance(r.loaded, SkipImage):
+            r.reason, r.message = r.loaded.reason, r.loaded.message
+    ok = [i for i, r in enumerate(out) if r.reason is None]
+    t = time.perf_counter()
+    found: list[Any] = []
+    for j in range(0, len(ok), batch_size):
+        found += detector.detect_batch([out[i].loaded.rgb for i in ok[j : j + batch_size]])  # type: ignore[union-attr]
+    seconds["detect"] += time.perf_counter() - t
+    t = time.perf_counter()
+    jobs = []
+    for i, faces in zip(ok, found):
+        if isinstance(faces, DetectorError):
+            out[i].reason, out[i].message = "detector-error", str(faces)
+            continue
+        out[i].faces = faces or []
+        chosen, reason, message = select_faces(out[i].faces, policy)
+        if reason is not None:
+            out[i].reason, out[i].message = reason, message or ""
+            continue
+        job = (out[i], chosen, template, size)
+        jobs.append(pool.submit(_align_all, *job) if pool is not None else _align_all(*job))
+    for j in jobs:
+        if pool is not None:
+            j.result()
+    seconds["align"] += time.perf_counter() - t
+    return out
+
+
+def _align_all(photo: PhotoFaces, chosen: list, template: np.ndarray, size: int) -> None:
+    """Align each chosen face; degenerate landmarks make the whole photo a ``no-face`` skip."""
+    try:
+        crops = [(f, *align_photo(photo.loaded.rgb, f.landmarks, template, size)) for f in chosen]  # type: ignore[union-attr]
+    except ValueError as e:
+        photo.reason, photo.message = "no-face", f"degenerate landmarks ({e})"
+        return
+    photo.crops = crops
 
 
 AUTO_SIDES = (128, 512)  # the crop side --size auto picks from (a multiple of 32 in this range)
@@ -120,7 +180,7 @@ AUTO_SIDES = (128, 512)  # the crop side --size auto picks from (a multiple of 3
 def native_side(landmarks: np.ndarray, template: np.ndarray, size: int) -> float:
     """The crop side at which a face with photo landmarks ``landmarks`` (5, 2) keeps the photo's own resolution
     (one crop pixel per photo pixel), for a ``template`` of crops of ``size`` px."""
-    from g2g.align import estimate_similarity
+    from g2g.faces.align import estimate_similarity
 
     M = estimate_similarity(landmarks, template)
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))  # crop px per photo px

@@ -44,22 +44,6 @@ def parse_device(device: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2) or 0)
 
 
-def torch_device(device: str = "auto", local_rank: int = 0) -> str:
-    """The torch device for ``device`` (torch is imported here, for the GPU check): ``auto`` is
-    ``cuda:<local_rank>`` when torch sees a GPU, else ``cpu``; plain ``cuda`` is ``cuda:<local_rank>``.
-    DeviceError when CUDA is asked for and torch has none."""
-    kind, index = parse_device(device)
-    if kind == "cpu":
-        return "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        if kind == "auto":
-            return "cpu"
-        raise DeviceError(f"device {device!r} asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
-    return f"cuda:{index if ':' in str(device) else local_rank}"
-
-
 def cuda_device_count() -> tuple[int, str]:
     """Number of CUDA devices the NVIDIA driver reports (0 and a reason when none), without torch."""
     names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
@@ -83,6 +67,9 @@ def open_session(path: Path, device: str = "auto", threads: int | None = None) -
 
     kind, device_id = parse_device(device)
     opts = ort.SessionOptions()
+    # idle threads sleep instead of spinning: on shared or busy cores spinning workers steal the time the busy ones
+    # need (MTCNN's many small runs were 3x slower under load); the cost is a little latency on an idle machine
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     path = str(path)
@@ -161,3 +148,16 @@ def run_bound(info: SessionInfo, feeds: dict[str, Any]) -> list[Any]:
         binding.bind_output(out.name, kind, idx)
     info.session.run_with_iobinding(binding)
     return binding.copy_outputs_to_cpu()
+
+
+class CropNetwork:
+    """An ONNX network that reads aligned crops, on ONNX Runtime: its session, and the crop side and alignment zoom
+    its metadata names (so that no caller guesses the preprocessing)."""
+
+    def __init__(self, path: Path, device: str = "auto", batch_size: int = 32):
+        self.path = Path(path)
+        self.meta = read_metadata(self.path)
+        self.info: SessionInfo = open_session(self.path, device)
+        self.size = int(self.meta.get("input_size", 0))
+        self.zoom = float(self.meta.get("zoom", "nan"))
+        self.batch_size = batch_size

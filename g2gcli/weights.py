@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from g2g.fsutil import sha256_file
+from g2g.io.files import sha256_file
 from g2g.errors import G2GError
 
 

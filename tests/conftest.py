@@ -75,6 +75,40 @@ def prepared_small(tmp_path_factory, raw_small) -> Path:
     return out
 
 
+def celeba(identities: int, per_id: int) -> list[tuple[str, np.ndarray]]:
+    """(person, RGB photo) of CelebA's aligned set in ../shared; skips where it is absent."""
+    from PIL import Image
+
+    if not ALIGNED.is_dir():
+        pytest.skip(f"real test photos not found at {ALIGNED} (../shared is absent)")
+    out = []
+    for d in sorted(p for p in ALIGNED.iterdir() if p.is_dir())[:identities]:
+        for f in sorted(d.glob("*.jpg"))[:per_id]:
+            out.append((d.name, np.asarray(Image.open(f).convert("RGB"))))
+    return out
+
+
+def celeba_chips(n: int) -> list[np.ndarray]:
+    """n real faces as dlib's 150 px chips: CelebA's aligned 218 x 178 photos, centre square, resized."""
+    from PIL import Image
+
+    chips = []
+    for _, img in celeba(n, 1):
+        h, w = img.shape[:2]
+        top = (h - w) // 2
+        chips.append(np.asarray(Image.fromarray(img[top : top + w]).resize((150, 150), Image.BILINEAR)))
+    return chips
+
+
+def dlib_descriptors(chips: list[np.ndarray]) -> np.ndarray:
+    """dlib's own descriptors (dlib-bin) of 150 px chips: the reference every port of its network is held to."""
+    from g2g import weights
+
+    dlib = pytest.importorskip("dlib", reason="dlib (dlib-bin, a dev dependency) is not installed")
+    model = dlib.face_recognition_model_v1(str(weights.locate("dlib-resnet")))
+    return np.array([np.array(model.compute_face_descriptor(np.ascontiguousarray(c))) for c in chips])
+
+
 def aligned_faces(n: int = 6, size: int = 64) -> np.ndarray:
     """n real aligned faces (N, S, S, 3) uint8 of different people (CelebA's aligned set, aligned again by g2g's
     template); skips where ../shared is absent."""
@@ -83,9 +117,9 @@ def aligned_faces(n: int = 6, size: int = 64) -> np.ndarray:
         pytest.skip(f"{ALIGNED} not found")
     from PIL import Image
 
-    from g2g.align import align_face
+    from g2g.faces.align import align_face
     from g2g.config import AlignConfig
-    from g2g.detect import FaceDetector
+    from g2g.faces.detect import FaceDetector
 
     det = FaceDetector("cpu")
     out = []

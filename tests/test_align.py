@@ -1,11 +1,11 @@
-"""g2g.align: geometry of the 5-point similarity alignment."""
+"""g2g.faces.align: geometry of the 5-point similarity alignment."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from g2g.align import align_face, estimate_similarity, invert_affine, outside_fraction, transform_points, warp_face
+from g2g.faces.align import align_face, estimate_similarity, invert_affine, outside_fraction, transform_points, warp_face
 from g2g.config import AlignConfig
 
 

@@ -18,7 +18,7 @@ def _faces(n: int = 6, size: int = 64) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def faces():
-    from g2g.landmarks import landmarks68
+    from g2g.faces.landmarks import landmarks68
 
     crops = _faces()
     return crops, landmarks68(crops, 1.3)
@@ -31,7 +31,7 @@ def test_landmarks_follow_the_face(faces):
     tpl = np.asarray(AlignConfig(size=64).template())
     eyes = np.stack([lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)], 1)  # (N, 2, 2)
     assert np.abs(eyes - tpl[None, :2]).max() < 4.0  # the 68-point eyes sit where alignment put the 5-point eyes
-    from g2g.landmarks import flip68
+    from g2g.faces.landmarks import flip68
 
     flipped = flip68(lm, 64)
     assert np.allclose(flip68(flipped, 64), lm)
@@ -42,9 +42,9 @@ def test_masked_rest_holds_nothing_of_the_hard_masked_pixels(faces):
     """With the mask on, E_A's output does not depend on pixels inside the hard mask (exactly)."""
     import torch
 
-    from g2g.appearance import rest_inputs
+    from g2g.faces.masked_rest import rest_inputs
     from g2g.config import model_preset
-    from g2g.facegeom import transfer_expression
+    from g2g.faces.geometry import transfer_expression
     from g2g.train.appearance_model import RestEncoder
 
     crops, lm = faces
@@ -67,8 +67,8 @@ def test_masked_rest_holds_nothing_of_the_hard_masked_pixels(faces):
 
 
 def test_warp_moves_landmarks_onto_their_targets(faces):
-    from g2g.facegeom import warp_to
-    from g2g.landmarks import landmarks68
+    from g2g.faces.geometry import warp_to
+    from g2g.faces.landmarks import landmarks68
 
     crops, lm = faces
     assert np.abs(warp_to(crops[0], lm[0], lm[0]).astype(int) - crops[0]).max() <= 1  # identity warp
@@ -80,8 +80,8 @@ def test_warp_moves_landmarks_onto_their_targets(faces):
 
 def test_expression_measure_zero_for_identical_and_large_for_an_open_mouth(faces):
     from g2g.eval.expression import expression_error
-    from g2g.facegeom import warp_to
-    from g2g.landmarks import interocular68, landmarks68
+    from g2g.faces.geometry import warp_to
+    from g2g.faces.landmarks import interocular68, landmarks68
 
     crops, lm = faces
     same = expression_error(landmarks68(crops[:1], 1.3), landmarks68(crops[:1].copy(), 1.3))
@@ -98,8 +98,8 @@ def test_expression_measure_zero_for_identical_and_large_for_an_open_mouth(faces
 
 
 def test_keep_mouth_brings_the_pose_mouth_opening_and_nothing_else(faces):
-    from g2g.facegeom import inner_mouth_mask, warp_to, with_pose_mouth
-    from g2g.landmarks import interocular68
+    from g2g.faces.geometry import inner_mouth_mask, warp_to, with_pose_mouth
+    from g2g.faces.landmarks import interocular68
 
     crops, lm = faces
     opened = lm[0].copy()
@@ -114,9 +114,9 @@ def test_keep_mouth_brings_the_pose_mouth_opening_and_nothing_else(faces):
 
 
 def test_the_default_method_runs_every_fix_and_explicit_methods_none():
-    from g2g.compose import Fixes
+    from g2g.methods.compose import Fixes
     from g2g.errors import G2GError
-    from g2g.mixers import open_mixer
+    from g2g.methods import open_mixer
 
     auto = open_mixer("auto", None)
     assert auto.name == "expression-paste" and auto.fixes == Fixes()  # chosen by the held-out numbers (docs)
@@ -162,7 +162,7 @@ def test_identity_loss_on_random_views_is_finite_with_a_gradient():
     import torch
 
     from g2g.train.appearance_step import random_view
-    from g2g.train.identity import load_identity_net
+    from g2g.train.identity_net import load_identity_net
     from g2g.train.losses import identity_distance
 
     net = load_identity_net("dlib", zoom=1.3)
@@ -202,7 +202,7 @@ def test_paste_methods_change_only_the_face_and_follow_the_identity(tmp_path, fa
 
     from g2g.config import MixConfig
     from g2g.mix import mix_folders
-    from g2g.mixers import faces_of
+    from g2g.methods.base import faces_of
 
     crops, _ = faces
     for i, c in enumerate(crops[:2]):
@@ -323,13 +323,13 @@ def test_pooled_identity_encoders_train_export_and_follow_the_code(tmp_path, pre
     bundle = open_bundle(tmp_path / "model")
     s = bundle.size
     rng = np.random.default_rng(0)
-    from g2g.appearance import CONTENT_CHANNELS
+    from g2g.faces.masked_rest import CONTENT_CHANNELS
 
     content = np.repeat(rng.uniform(-1, 1, (1, CONTENT_CHANNELS, s, s)).astype(np.float32), 2, 0)
     base = np.zeros((2, 3, s, s), np.float32)
     from PIL import Image
 
-    from g2g.preprocess import resize_to_model, to_input
+    from g2g.faces.preprocess import resize_to_model, to_input
 
     people = sorted(p for p in prepared_small.iterdir() if p.is_dir())
     crops = [np.asarray(Image.open(sorted(d.glob("*.png"))[0]).convert("RGB")) for d in people[:2]]
@@ -342,7 +342,7 @@ def test_pooled_identity_encoders_train_export_and_follow_the_code(tmp_path, pre
 
 def test_shipped_model_is_an_appearance_bundle_that_follows_the_identity(faces):
     from g2g.bundle import open_bundle
-    from g2g.mixers import open_mixer
+    from g2g.methods import open_mixer
 
     bundle = open_bundle(None)  # verifies every file's sha256
     assert bundle.model.identity_encoder == "appearance" and bundle.meta["step"] > 0

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import cli_error
 from g2g.cli import app
-from g2g.config import IDENTITY_ENCODERS, METHODS
+from g2g.config import IDENTITY_ENCODERS
+from g2g.methods import METHODS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -54,7 +55,7 @@ def test_readme_documents_every_exit_status():
 
 def test_val_people_takes_a_count_or_a_fraction(tmp_path):
     from g2g.cli import _val_split
-    from g2g.train.data import split_identities
+    from g2g.train.dataset import split_identities
 
     people = [f"p{i:02d}" for i in range(20)]
     assert _val_split("6") == {"val_people": 6} and _val_split("0.25") == {"val_fraction": 0.25, "val_people": 0}

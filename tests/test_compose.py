@@ -1,4 +1,4 @@
-"""Each give-away remover of g2g.compose does what it says on a constructed case, and nothing when it is off."""
+"""Each give-away remover of g2g.methods.compose does what it says on a constructed case, and nothing when it is off."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def faces():
-    from g2g.facegeom import face_mask
-    from g2g.landmarks import landmarks68
+    from g2g.faces.geometry import face_mask
+    from g2g.faces.landmarks import landmarks68
 
     crops = aligned_faces(4, SIZE)
     lm = landmarks68(crops, 1.3)
@@ -22,8 +22,8 @@ def faces():
 
 
 def _compose(pose, pose_lm, ids, ids_lm, spec: str):
-    from g2g.compose import Fixes, compose
-    from g2g.facegeom import face_mask
+    from g2g.methods.compose import Fixes, compose
+    from g2g.faces.geometry import face_mask
 
     return compose(pose, pose_lm, face_mask(pose_lm, SIZE), ids, ids_lm, Fixes.parse(spec))
 
@@ -39,13 +39,13 @@ def _lab(x: np.ndarray) -> np.ndarray:
 
 
 def _geom(ids_lm, pose_lm):
-    from g2g.facegeom import transfer_expression
+    from g2g.faces.geometry import transfer_expression
 
     return transfer_expression(ids_lm[0], pose_lm)
 
 
 def test_fixes_parse_and_spell():
-    from g2g.compose import Fixes
+    from g2g.methods.compose import Fixes
     from g2g.errors import G2GError
 
     assert Fixes.parse("default") == Fixes() and Fixes.parse("none") == Fixes.none() and Fixes.parse("all") == Fixes.all()
@@ -61,10 +61,11 @@ def test_fixes_parse_and_spell():
 
 def test_no_fixes_is_the_plain_expression_paste(faces):
     from g2g.config import AlignConfig
-    from g2g.mixers import IdentityFaces, PasteMixer, PoseFace
+    from g2g.methods.base import IdentityFaces, PoseFace
+    from g2g.methods.expression_paste import ExpressionPasteMixer
 
     crops, lm, masks = faces
-    plain = PasteMixer(AlignConfig(size=SIZE), method="expression-paste")
+    plain = ExpressionPasteMixer(AlignConfig(size=SIZE))
     pose, ident = PoseFace(crops[0], lm[0], masks[0]), IdentityFaces(crops[1:2], lm[1:2], masks[1:2])
     want, _ = plain.mix([pose], [ident])
     got, mask = _compose(crops[0], lm[0], crops[1:2], lm[1:2], "none")
@@ -102,8 +103,8 @@ def test_an_occluder_in_one_of_k_photos_does_not_reach_the_output(faces):
 
 
 def test_a_fringe_of_the_identity_is_not_pasted(faces):
-    from g2g.compose import feature_mask
-    from g2g.facegeom import face_mask
+    from g2g.methods.compose import feature_mask
+    from g2g.faces.geometry import face_mask
 
     crops, lm, _ = faces
     clean, l1 = crops[1], lm[1]
@@ -126,7 +127,7 @@ def test_a_fringe_of_the_identity_is_not_pasted(faces):
 
 
 def test_a_finger_over_the_pose_lips_survives(faces):
-    from g2g.compose import lips_mask
+    from g2g.methods.compose import lips_mask
 
     crops, lm, _ = faces
     pose, p = crops[0].copy(), lm[0]
@@ -149,8 +150,8 @@ def test_a_finger_over_the_pose_lips_survives(faces):
 
 
 def test_a_closed_mouth_stays_closed(faces):
-    from g2g.facegeom import inner_mouth_mask, warp_to
-    from g2g.landmarks import interocular68
+    from g2g.faces.geometry import inner_mouth_mask, warp_to
+    from g2g.faces.landmarks import interocular68
 
     crops, lm, _ = faces
     iod = float(interocular68(lm[1]))
@@ -219,14 +220,14 @@ def test_tone_follows_the_pose_light(faces):
 
 
 def _inner(lm) -> np.ndarray:
-    from g2g.facegeom import face_mask
+    from g2g.faces.geometry import face_mask
 
     return face_mask(lm, SIZE) > 0.99
 
 
 def test_the_seam_blend_spreads_a_tone_step_and_keeps_the_outside():
-    from g2g.compose import pyramid_blend
-    from g2g.facegeom import blend
+    from g2g.methods.compose import pyramid_blend
+    from g2g.faces.geometry import blend
 
     rng = np.random.default_rng(0)
     onto = np.clip(120 + rng.normal(0, 6, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)

@@ -1,6 +1,6 @@
 """``g2g eval``: metric functions on known numbers, then the evaluator on constructed mix folders.
 
-The constructed OUT folders follow the output format g2g mix writes (g2gcli/mix.py),
+The constructed OUT folders follow the output format g2g mix writes (g2gcli/mix/),
 built from real aligned crops (``prepared_small``, skipped without ../shared) so
 the real identity network and the real MTCNN measure them.
 """
@@ -113,7 +113,7 @@ def make_mix_out(out: Path, pairs: list[tuple[Path, str, Path]], gallery: dict[s
     import shutil
 
     from g2g.config import AlignConfig, MixConfig
-    from g2g.fsutil import append_jsonl, atomic_write_json
+    from g2g.io.files import append_jsonl, atomic_write_json
 
     out.mkdir(parents=True, exist_ok=True)
     align = AlignConfig(size=size, zoom=1.3)
@@ -307,9 +307,20 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return root / "model"
 
 
-def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path):
+@pytest.fixture(scope="module")
+def lpips_xdg(tmp_path_factory) -> Path:
+    """An XDG cache folder holding the ST-LPIPS ONNX file, exported once (by the subprocess eval itself starts)."""
+    from g2g.eval.lpips import cached_lpips_onnx
+
+    xdg = tmp_path_factory.mktemp("xdg")
+    cached_lpips_onnx(64, cache_dir=xdg / "g2g")
+    return xdg
+
+
+def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path, lpips_xdg, monkeypatch):
     from g2g.eval import evaluate
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(lpips_xdg))
     ids = sorted({r.parent.name for v in _crops_by_identity(prepared_small).values() for r in v})
     split = tmp_path / "run"
     split.mkdir()
@@ -318,10 +329,12 @@ def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path):
                    data=prepared_small)
     rc = rep.results["recon"]
     assert rc["n_images"] == 8 and "2 validation identities" in rc["held_out"]
+    assert "on ONNX Runtime" in rc["lpips"], rc["lpips"]
     for kind in ("self", "cycle", "floor"):
         for m in ("psnr", "ssim", "lpips"):
             assert rc[kind][m]["n"] == 8, (kind, m)
         assert 0 < rc[kind]["psnr"]["mean"] < 100.0 and -1 <= rc[kind]["ssim"]["mean"] <= 1
+        assert 0 < rc[kind]["lpips"]["mean"] < 2, kind
     assert rc["self"]["lpips"]["mean"] > 0.05  # an untrained decoder does not reproduce faces
     assert rep.to_dict()["psnr_cap_db"] == 100.0 and rc["psnr_capped"] == 0
     assert (tmp_path / "eval" / "recon_per_image.csv").exists() and (tmp_path / "eval" / "recon_examples.png").exists()
@@ -329,14 +342,78 @@ def test_recon_untrained_model(tiny_bundle, prepared_small, tmp_path):
 
 
 def test_recon_without_lpips_reports_it_unavailable(tiny_bundle, prepared_small, tmp_path, monkeypatch):
-    import g2g.train.perceptual as perceptual
+    """No LPIPS file in the cache and no torch to export one: recon still runs and says why LPIPS is missing."""
+    import g2g.eval.lpips as lpips
     from g2g.eval import evaluate
 
-    def broken(*a, **k):
-        raise ImportError("No module named 'torch'")
-
-    monkeypatch.setattr(perceptual, "load_perceptual", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(lpips, "torch_installed", lambda: False)
     rep = evaluate(tiny_bundle, ["all"], _cfg(tmp_path, max_images=4, batch_size=4), data=prepared_small)
     rc = rep.results["recon"]
     assert rc["self"]["lpips"]["n"] == 0 and rc["self"]["psnr"]["n"] == 4
-    assert rc["lpips"].startswith("LPIPS unavailable") and any("LPIPS unavailable" in w for w in rep.warnings)
+    assert rc["lpips"].startswith("LPIPS unavailable") and "pip install 'g2g[train]'" in rc["lpips"]
+    assert any("LPIPS unavailable" in w for w in rep.warnings)
+    assert not list((tmp_path / "xdg" / "g2g").glob("lpips-*"))
+
+
+def test_lpips_onnx_matches_pytorch_on_real_crops(prepared_small, lpips_xdg):
+    """The cached ONNX graph gives the trainer's ST-LPIPS on real faces: unrelated people, a 2 px shift, the same
+    crop; on 64 px crops and on the same crops at 96 px (the graph's spatial side is dynamic)."""
+    import torch
+
+    from g2g.eval.lpips import lpips_cache_path, lpips_distance
+    from g2g.eval.runs import read_crop
+    from g2g.faces.preprocess import resize_to_model, to_input
+    from g2g.train.perceptual import load_perceptual
+
+    paths = [v[0] for v in _crops_by_identity(prepared_small).values()][:4]
+    a = np.stack([read_crop(p) for p in paths])
+    b = np.stack([a[1], np.roll(a[1], 2, axis=1), a[2], a[0]])  # other person, shifted copy, itself, other person
+    fn, where = lpips_distance(lpips_cache_path(lpips_xdg / "g2g"), "cpu")
+    net = load_perceptual("stlpips")
+    for side in (64, 96):
+        x = np.stack([resize_to_model(i, side) for i in a]) if side != 64 else a
+        y = np.stack([resize_to_model(i, side) for i in b]) if side != 64 else b
+        got = fn(x, y)
+        with torch.no_grad():
+            ref = net(torch.from_numpy(to_input(x)), torch.from_numpy(to_input(y))).numpy()
+        assert got.shape == (4,) and where == "cpu"
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+        assert abs(got[2]) < 1e-6 and got[1] < min(got[0], got[3]), got  # same crop ~0, shift < another person
+    assert fn(a[:0], b[:0]).shape == (0,)
+
+
+def test_a_damaged_lpips_file_is_rebuilt(lpips_xdg, tmp_path, monkeypatch):
+    """A cached file that no longer matches its sidecar is exported again (once); an intact one is used as is."""
+    import shutil
+    import subprocess
+
+    import g2g.eval.lpips as lpips
+    from g2g.io.cache import intact_file, sidecar
+
+    good = lpips.lpips_cache_path(lpips_xdg / "g2g")
+    cache = tmp_path / "g2g"
+    cache.mkdir()
+    path = cache / good.name
+    shutil.copy(sidecar(good), sidecar(path))
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    path.write_bytes(bytes(data))
+    assert not intact_file(path)
+    runs = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kw):
+        runs.append(cmd)
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(lpips.subprocess, "run", spy)
+    assert lpips.cached_lpips_onnx(64, cache_dir=cache) == path
+    assert len(runs) == 1 and runs[0][1:3] == ["-m", "g2g.export.lpips_onnx"]
+    assert intact_file(path) and path.read_bytes() != bytes(data)
+    fn, _ = lpips.lpips_distance(path, "cpu")
+    ref, _ = lpips.lpips_distance(good, "cpu")
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(fn(x, x[::-1]), ref(x, x[::-1]), rtol=0, atol=1e-6)
+    lpips.cached_lpips_onnx(64, cache_dir=cache)
+    assert len(runs) == 1  # intact now: not exported again

@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx")
 
 from g2g.bundle import NO_DEFAULT, BundleError, default_model_dir, open_bundle, read_bundle_meta  # noqa: E402
 from g2g.config import ModelConfig, TrainConfig, from_dict, model_preset  # noqa: E402
-from g2g.export import onnx_export  # noqa: E402
+from g2g.export import parts  # noqa: E402
 from g2g.export.onnx_export import ExportError, export_bundle, load_check_faces  # noqa: E402
 from g2g.runtime import read_metadata  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_dynamic_batch_and_k(bundle32, run_dir, prepared_small, n, k):
 
 
 def test_check_faces_bring_their_manifest_landmarks_so_the_export_needs_no_dlib(prepared_small, tmp_path):
-    from g2g.fsutil import read_jsonl
+    from g2g.io.files import read_jsonl
 
     faces, lm = load_check_faces(prepared_small, 32, limit=3)  # prepared at 64 px, read at 32
     by_output = {r["output"]: r["crop_landmarks68"] for r in read_jsonl(prepared_small / "manifest.jsonl")
@@ -184,7 +184,7 @@ def test_fp16_parity_and_float32_io(bundle16, bundle32):
 
 
 def test_parity_bound_is_enforced(tmp_path, run_dir, monkeypatch):
-    monkeypatch.setattr(onnx_export, "BOUNDS_FP32", {k: 1e-12 for k in onnx_export.BOUNDS_FP32})
+    monkeypatch.setattr(parts, "BOUNDS_FP32", {k: 1e-12 for k in parts.BOUNDS_FP32})
     with pytest.raises(ExportError, match=r"disagrees .* on random input \(no --check-data") as e:
         export_bundle(run_dir / "checkpoints" / "last.pt", tmp_path / "m", identity=False)
     assert "\n" not in str(e.value)

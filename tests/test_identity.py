@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import celeba, celeba_chips, dlib_descriptors
+
 from g2g import weights
 from g2g.config import DLIB_TEMPLATE_150, AlignConfig
-from g2g.identity import IdentityEmbedder, cosine, distance_convention, euclidean
+from g2g.faces.distances import cosine, distance_convention, euclidean
+from g2g.faces.embedder import IdentityEmbedder
 from g2g.runtime import DeviceError, open_session, parse_device, read_metadata
 from g2g.train.dlib_resnet import expected_kinds, load_dlib_resnet, read_dat
-from g2g.train.identity import IdentityNet, load_identity_net
+from g2g.train.identity_net import IdentityNet, load_identity_net
 from g2g.weights import WeightsError
 
-ALIGNED = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "celeba-aligned"
 # where CelebA's aligned release puts the 5 landmarks (178x218 frame), for geometric alignment without a detector
 CELEBA_5PT = np.array([[69.0, 111.0], [108.0, 111.0], [88.0, 136.0], [72.0, 152.0], [105.0, 152.0]])
 
@@ -30,24 +31,6 @@ def resnet():
 @pytest.fixture(scope="module")
 def idnet():
     return load_identity_net("dlib", zoom=1.3)
-
-
-def celeba(identities: int, per_id: int) -> list[tuple[str, np.ndarray]]:
-    from PIL import Image
-
-    if not ALIGNED.is_dir():
-        pytest.skip(f"real test photos not found at {ALIGNED} (../shared is absent)")
-    out = []
-    for d in sorted(p for p in ALIGNED.iterdir() if p.is_dir())[:identities]:
-        for f in sorted(d.glob("*.jpg"))[:per_id]:
-            out.append((d.name, np.asarray(Image.open(f).convert("RGB"))))
-    return out
-
-
-def dlib_descriptors(chips: list[np.ndarray]) -> np.ndarray:
-    dlib = pytest.importorskip("dlib", reason="dlib (dlib-bin, a dev dependency) is not installed")
-    model = dlib.face_recognition_model_v1(str(weights.locate("dlib-resnet")))
-    return np.array([np.array(model.compute_face_descriptor(np.ascontiguousarray(c))) for c in chips])
 
 
 def port(net, chips: list[np.ndarray]) -> np.ndarray:
@@ -78,13 +61,7 @@ def test_parity_with_dlib_synthetic(resnet):
 
 
 def test_parity_with_dlib_real_faces(resnet):
-    from PIL import Image
-
-    chips = []
-    for _, img in celeba(4, 1):
-        h, w = img.shape[:2]  # 218 x 178: centre square, resized to dlib's 150 px chip
-        top = (h - w) // 2
-        chips.append(np.asarray(Image.fromarray(img[top : top + w]).resize((150, 150), Image.BILINEAR)))
+    chips = celeba_chips(4)
     ours, ref = port(resnet, chips), dlib_descriptors(chips)
     assert np.abs(ours - ref).max() < 1e-4
     assert np.abs(ref).max() > 0.05  # real descriptors, not zeros
@@ -97,7 +74,7 @@ def test_crop_to_chip_geometry_is_exact():
     """Resampling a g2g crop to dlib's chip equals warping the photo to the chip directly."""
     import cv2
 
-    from g2g.align import estimate_similarity
+    from g2g.faces.align import estimate_similarity
 
     yy, xx = np.mgrid[0:300, 0:300].astype(np.float32)
     photo = np.stack([xx * 0.3 + 10, yy * 0.25 + 5, (xx + yy) * 0.1], -1)  # linear: bilinear sampling is exact
@@ -114,7 +91,7 @@ def test_crop_to_chip_geometry_is_exact():
 def aligned_crops(size: int = 128, zoom: float = 1.3, identities: int = 4, per_id: int = 3):
     import cv2
 
-    from g2g.align import estimate_similarity
+    from g2g.faces.align import estimate_similarity
 
     M = estimate_similarity(CELEBA_5PT, np.asarray(AlignConfig(size, zoom).template()))
     items = celeba(identities, per_id)
@@ -156,7 +133,7 @@ def test_gradient_reaches_input_not_weights(idnet):
 
 
 def test_onnx_export_parity_and_dynamic_batch(tmp_path, idnet):
-    from g2g.export.identity import export_identity
+    from g2g.export.identity_onnx import export_identity
 
     size = 64
     path = export_identity(tmp_path / "id.onnx", "dlib", zoom=1.3, size=size, verbose=False)

@@ -1,4 +1,4 @@
-"""g2g.images: every kind of bad or unusual input, made on the fly."""
+"""g2g.io.images: every kind of bad or unusual input, made on the fly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from g2g.images import SkipImage, load_rgb, scan_folder
+from g2g.io.images import SkipImage, load_rgb, scan_folder
 
 
 def _photo(w: int = 80, h: int = 60) -> np.ndarray:

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from g2g.bundle import Bundle, BundleError, open_bundle
-from g2g.preprocess import to_image, to_input
+from g2g.faces.preprocess import to_image, to_input
 from g2g.config import MixConfig
-from g2g.fsutil import read_jsonl
+from g2g.io.files import read_jsonl
 from g2g.mix import MixError, latest_records, mix_folders
 from g2g.pairing import PairingError, build_plan, group_identities, parse_shard, shard
-from g2g.paste import feather_mask, paste_back
+from g2g.faces.paste_back import feather_mask, paste_back
 
 ALIGNED = MixConfig(aligned=True, fmt="png", workers=2, batch_size=5)
 
@@ -268,7 +268,7 @@ def test_raw_photos_paste_back_and_skip_reasons(tmp_path, model_dir, raw_small):
 
 # ------------------------------------------------------------------------------------------------------------ resume
 def test_resume_after_kill(tmp_path, model_dir, crops, monkeypatch):
-    import g2g.mix as mixmod
+    import g2g.mix.pairs as mixmod
 
     poses, ids = crops
     out = tmp_path / "out"

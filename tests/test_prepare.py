@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import need_shared
-from g2g.align import transform_points
+from g2g.faces.align import transform_points
 from g2g.config import AlignConfig, PrepareConfig
-from g2g.detect import Face, FaceDetector
+from g2g.faces.detect import Face, FaceDetector
 from g2g.photos import FacePolicy, select_faces
 from g2g.prepare import MANIFEST_KEYS, PrepareError, prepare_folder, read_manifest
 

@@ -1,4 +1,5 @@
-"""README's Python API example runs as written (on a few real photos, in a temporary folder)."""
+"""README's Python API example and typical use run as written (on a few real photos, in a temporary folder), and its
+methods table is the registry's."""
 
 from __future__ import annotations
 
@@ -61,3 +62,13 @@ def test_typical_use_runs_top_to_bottom(tmp_path):
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert set(ev["results"]["baselines"]) == {"paste", "warp-paste", "expression-paste"}
     assert json.loads((tmp_path / "runs" / "r1" / "split.json").read_text())["val"]  # recon had held-out people
+
+
+def test_the_methods_table_is_the_registry():
+    """README lists exactly the methods `--method` offers, with their registry summaries."""
+    from g2g.methods import METHODS, markdown_table
+
+    text = README.read_text()
+    assert markdown_table() in text
+    listed = re.findall(r"^\| `([\w-]+)`", text.split("| method | what it does |")[1].split("\n\n")[0], re.M)
+    assert tuple(listed) == METHODS

@@ -41,7 +41,7 @@ def people(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def faces(people) -> tuple[np.ndarray, list[str]]:
     """(crops (N, S, S, 3) uint8, person of each)."""
-    from g2g.eval.data import read_crop
+    from g2g.eval.runs import read_crop
 
     files = sorted(people.glob("*/*.png"))
     return np.stack([read_crop(p, SIZE) for p in files]), [p.parent.name for p in files]
@@ -50,7 +50,7 @@ def faces(people) -> tuple[np.ndarray, list[str]]:
 @pytest.fixture(scope="module")
 def net():
     from g2g.eval.texture import open_texture_features
-    from g2g.preprocess import DEFAULT_ZOOM
+    from g2g.faces.preprocess import DEFAULT_ZOOM
 
     return open_texture_features(SIZE, DEFAULT_ZOOM, "cpu", 32)
 
@@ -167,7 +167,7 @@ def test_paste_run_end_to_end(people, tmp_path):
 def test_too_few_faces_and_a_foreign_zoom(people, tmp_path):
     from g2g.config import EvalConfig, MixConfig
     from g2g.eval import EvalError, evaluate
-    from g2g.fsutil import atomic_write_json
+    from g2g.io.files import atomic_write_json
     from g2g.mix import mix_folders
 
     poses, ids = _mix_inputs(tmp_path, people, n_poses=2, n_ids=2)

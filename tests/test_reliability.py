@@ -41,7 +41,7 @@ def test_a_damaged_or_deleted_crop_is_redone_and_write_errors_are_retried(tmp_pa
     again = prepare_folder(src, out, cfg, progress=False)
     assert again.n_redone == 3 and again.n_processed == 3 and again.n_ok == 3
     assert not stale.exists() and fresh.exists()
-    from g2g.fsutil import intact
+    from g2g.io.files import intact
 
     assert all(intact(out / r["output"], r["output_digest"]) for r in read_manifest(out))
     assert len(read_manifest(out)) == len(recs)  # the current state: one line per crop, not old and new
@@ -58,13 +58,13 @@ def test_a_damaged_or_deleted_crop_is_redone_and_write_errors_are_retried(tmp_pa
 def test_a_full_disk_stops_prepare_with_one_line(tmp_path, raw_small, monkeypatch):
     from typer.testing import CliRunner
 
-    import g2g.prepare
+    import g2g.prepare.run
     from g2g.cli import app
 
     def full(path, image, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(g2g.prepare, "atomic_save_image", full)  # the disk fills up at the first crop
+    monkeypatch.setattr(g2g.prepare.run, "atomic_save_image", full)  # the disk fills up at the first crop
     src = tmp_path / "src"
     shutil.copytree(raw_small / sorted(os.listdir(raw_small))[0], src / "p")
     res = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "data"), "--size", "64", "--device", "cpu"])
@@ -156,7 +156,7 @@ def test_a_damaged_mixed_crop_is_neither_scored_nor_trusted(tmp_path, prepared_s
 def test_mix_onto_a_full_disk_and_export_into_a_run_folder_are_one_line(tmp_path, prepared_small, monkeypatch):
     from typer.testing import CliRunner
 
-    import g2g.mix
+    import g2g.mix.pairs
     from g2g.cli import app
 
     poses, ids = crop_folders(tmp_path, prepared_small, 2)
@@ -164,13 +164,13 @@ def test_mix_onto_a_full_disk_and_export_into_a_run_folder_are_one_line(tmp_path
     def full(path, image, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(g2g.mix, "atomic_save_image", full)  # the writer threads hit a full disk
+    monkeypatch.setattr(g2g.mix.pairs, "atomic_save_image", full)  # the writer threads hit a full disk
     res = CliRunner().invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "m"), "--method", "paste",
                                    "--aligned", "--size", "64"])
     assert "rerun" in cli_error(res, 3, "No space left on device")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)  # a training run folder
-    from g2g.fsutil import claim_output
+    from g2g.io.runfolder import claim_output
     from g2g.errors import G2GError
 
     with pytest.raises(G2GError, match="g2g train"):  # export checks the folder before writing a file

@@ -20,9 +20,10 @@ import torch
 
 from g2g.config import AlignConfig, TrainConfig, model_preset
 from g2g.train import losses as L
-from g2g.train.data import (PairBatches, fixed_val_pairs, landmark_mask, load_items, split_identities)
+from g2g.train.dataset import (PairBatches, fixed_val_pairs, landmark_mask, load_items, split_identities)
 from g2g.train.model import Generator, PatchDiscriminator
-from g2g.train.trainer import CrossForward, TrainError, train
+from g2g.train.recipes.funit import CrossForward
+from g2g.train.trainer import TrainError, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,17 @@ def test_cross_forward_shapes_and_every_parameter_gets_a_gradient():
             assert p.grad.abs().sum() > 0, name
 
 
+def test_every_identity_encoder_has_a_recipe_and_an_unknown_one_is_one_line():
+    from g2g.config import IDENTITY_ENCODERS
+    from g2g.train.recipes import RECIPES, recipe_for
+
+    assert {recipe_for(model_preset("tiny", identity_encoder=e)).name for e in IDENTITY_ENCODERS} == set(RECIPES)
+    assert recipe_for(model_preset("tiny")).name == "funit"
+    assert recipe_for(model_preset("appearance-tiny", identity_encoder="dlib")).name == "appearance"
+    with pytest.raises(TrainError, match="unknown identity encoder 'nope'; choose from funit"):
+        recipe_for(model_preset("tiny", identity_encoder="nope"))
+
+
 # --- losses ----------------------------------------------------------------------------------------------------------
 
 
@@ -128,7 +140,7 @@ def test_identity_weight_schedules():
 
 
 def _crops(data: Path, n: int) -> tuple[torch.Tensor, list[str]]:
-    from g2g.train.data import load_image
+    from g2g.train.dataset import load_image
 
     by_id = load_items(data)
     items = [by_id[i][0] for i in list(by_id)[:n]]
@@ -317,7 +329,7 @@ def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "g2g.train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "3",
+           "-m", "g2g", "train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "3",
            "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--device", "cpu",
            "--log-every", "1", "--checkpoint-every", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2g.appearance import pair_inputs, rest_inputs, warp_map
-from g2g.fsutil import atomic_write_bytes, read_jsonl
-from g2g.preprocess import to_input
-from g2g.landmarks import closest_shape, flip68, landmarks68
+from g2g.faces.masked_rest import pair_inputs, rest_inputs, warp_map
+from g2g.io.files import atomic_write_bytes, read_jsonl
+from g2g.faces.preprocess import to_input
+from g2g.faces.landmarks import closest_shape, flip68, landmarks68
 
 ID_CANDIDATES = 3  # photos of the target's person the identity source is chosen from
 PLAN_STREAM, JITTER_STREAM = 0xA99, 0x3A5C  # seed words: the pairs of a step, and its mask jitter, are independent
@@ -79,7 +79,7 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
     """The crops of ``identities`` from the prepare folder ``data``, resized to ``size`` (as g2g mix resizes)."""
     from PIL import Image
 
-    from g2g.preprocess import resize_to_model
+    from g2g.faces.preprocess import resize_to_model
 
     data = Path(data)
     wanted = {name: i for i, name in enumerate(identities)}
@@ -138,7 +138,7 @@ class AppearanceBatches(torch.utils.data.Dataset):
         self.jitter, self.warp = jitter, warp  # warp: identity photos onto the target geometry (appearance)
         self.multi = [p for p in range(len(bank.names)) if len(bank.photos_of(p)) >= 2]
         if len(self.multi) < 2:
-            from g2g.train.data import DataError
+            from g2g.train.dataset import DataError
 
             raise DataError("the appearance recipe needs at least 2 training people with 2 or more photos each")
 

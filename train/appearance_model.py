@@ -8,7 +8,7 @@ dlib network in front). The two pooled codes reach the decoder as a vector per s
 broadcast over the map, and their decoder draws over the masked rest, not a paste.
 
 E_A (``RestEncoder``) reads the masked rest, its mask and the target-geometry sketch
-(``g2g.appearance.CONTENT_CHANNELS``) and keeps features at 1, 1/2, 1/4 and 1/8 of
+(``g2g.faces.masked_rest.CONTENT_CHANNELS``) and keeps features at 1, 1/2, 1/4 and 1/8 of
 the crop; E_B (``AppearanceEncoder``) reads each identity crop warped onto that
 geometry, keeps features at the same four scales and averages them over the K
 photos (FUNIT's K-shot mean, per pixel). The decoder (``FusionDecoder``) fuses the
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from g2g.appearance import CONTENT_CHANNELS
+from g2g.faces.masked_rest import CONTENT_CHANNELS
 from g2g.config import ModelConfig
 from g2g.train.model import EncoderDecoder
 
@@ -141,10 +141,10 @@ class DlibClassEncoder(nn.Module):
 
 def image_class_encoder(gen: nn.Module, net: nn.Module | None = None) -> nn.Module:
     """E_B reading identity crops (N, K, 3, S, S), as exported: ``dlib`` puts ``net`` (loaded if None) in front."""
-    if gen.cfg.identity_encoder != "dlib":
+    if not isinstance(gen.class_encoder, EmbeddingEncoder):
         return gen.class_encoder
     if net is None:
-        from g2g.train.identity import load_identity_net
+        from g2g.train.identity_net import load_identity_net
 
         net = load_identity_net("dlib", zoom=gen.cfg.zoom)
     return DlibClassEncoder(net, gen.class_encoder)

@@ -19,13 +19,16 @@ zero there (exact), and the identity photos of a reconstruction are other photos
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from g2g.train import losses as L
 from g2g.train.appearance_model import composite
+
+if TYPE_CHECKING:
+    from g2g.train.step import CrossTrainer
 
 
 def masked_l1(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,9 +69,12 @@ def random_view(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Te
     return y + w * (blurred - y)
 
 
-def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
+def appearance_losses(trainer: CrossTrainer, batch: dict[str, torch.Tensor], step: int, warped: bool, embedded: bool
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
-    """(L_gen, its terms by name, {"mixed": the fakes for D, "delta": δ}) of one batch."""
+    """(L_gen, its terms by name, {"mixed": the fakes for D, "real": the reals, "delta": δ}) of one batch.
+
+    ``warped``: E_B reads identity photos warped onto the target geometry; ``embedded``: it reads their frozen
+    dlib embeddings (``trainer.identity``)."""
     cfg, g = trainer.cfg, trainer.gen
     x = batch["x"]
     n = len(x)
@@ -83,34 +89,43 @@ def appearance_losses(trainer: Any, batch: dict[str, torch.Tensor], step: int
     total = cfg.self_recon * terms["self"]
     pairs = [rec]
     if cfg.gamma_cyc > 0:
-        m = batch["cyc_mask"]
-        if cfg.model.warped_identity:
-            ident = match_colour(sample_grid(mix, batch["cyc_map"]), x, (m > 0.5).float())
-            cyc_id, cyc_base = ident[:, None], x * (1 - m) + ident * m
-        else:  # the pooled codes read the mixed image as it is (dlib: its embedding), over the masked rest
-            cyc_id = mix[:, None] if cfg.model.identity_encoder != "dlib" else trainer.identity(mix).float()[:, None]
-            cyc_base = x * (1 - m)
-        with trainer.autocast():
-            face = g(batch["cyc_content"], cyc_id, cyc_base).float()
-        cyc = composite(face, x, m)
-        terms["cyc"] = masked_l1(cyc, x, m)
+        cyc = reassembly(trainer, batch, mix, warped, embedded)
+        terms["cyc"] = masked_l1(cyc, x, batch["cyc_mask"])
         total = total + cfg.gamma_cyc * terms["cyc"]
         pairs.append(cyc)
     total = trainer.shared_terms(terms, total, torch.cat(pairs), x, n, mix)
     delta = L.id_weight(step, cfg)
     if id_loss:
-        if cfg.model.identity_encoder == "dlib":  # y's embedding is already the reconstruction's input (cached)
-            target = batch["rec_identity"][:, 0]
-        else:
-            with torch.no_grad(), trainer.autocast():
-                target = trainer.identity(batch["id_target"]).float()
-        with contextlib.nullcontext() if delta > 0 else torch.no_grad(), trainer.autocast():
-            emb = trainer.identity(random_view(mix)).float()
-        terms["id"] = L.identity_distance(emb, target)
-        if delta > 0:
-            total = total + delta * terms["id"]
-    terms["gen"] = total
-    return total, terms, {"mixed": mix, "delta": delta, "real": x}
+        terms["id"] = identity_term(trainer, batch, mix, delta > 0, embedded)
+    return trainer.closed(terms, total, delta, mix, x)
+
+
+def reassembly(trainer: CrossTrainer, batch: dict[str, torch.Tensor], mix: torch.Tensor, warped: bool,
+               embedded: bool) -> torch.Tensor:
+    """cyc: x rebuilt from its own masked rest and the mixed image as the identity input (composited)."""
+    x, m = batch["x"], batch["cyc_mask"]
+    if warped:
+        ident = match_colour(sample_grid(mix, batch["cyc_map"]), x, (m > 0.5).float())
+        cyc_id, cyc_base = ident[:, None], x * (1 - m) + ident * m
+    else:  # the pooled codes read the mixed image as it is (dlib: its embedding), over the masked rest
+        cyc_id = trainer.identity(mix).float()[:, None] if embedded else mix[:, None]
+        cyc_base = x * (1 - m)
+    with trainer.autocast():
+        face = trainer.gen(batch["cyc_content"], cyc_id, cyc_base).float()
+    return composite(face, x, m)
+
+
+def identity_term(trainer: CrossTrainer, batch: dict[str, torch.Tensor], mix: torch.Tensor, grad: bool,
+                  embedded: bool) -> torch.Tensor:
+    """L_id: the dlib distance of a random view of the mixed face to the identity source y (a graph if ``grad``)."""
+    if embedded:  # y's embedding is already the reconstruction's input (cached)
+        target = batch["rec_identity"][:, 0]
+    else:
+        with torch.no_grad(), trainer.autocast():
+            target = trainer.identity(batch["id_target"]).float()
+    with contextlib.nullcontext() if grad else torch.no_grad(), trainer.autocast():
+        emb = trainer.identity(random_view(mix)).float()
+    return L.identity_distance(emb, target)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from g2g.config import ModelConfig, TrainConfig, from_dict
-from g2g.fsutil import atomic_write_bytes, sha256_file as file_sha256  # noqa: F401  (re-exported)
+from g2g.io.files import atomic_write_bytes
 from g2g.errors import G2GError
 
 
@@ -66,11 +66,11 @@ def model_config_of(state: dict[str, Any]) -> ModelConfig:
 
 def load_generator(path: Path, ema: bool = True, map_location: str = "cpu") -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
     """Rebuild the generator of a checkpoint (its EMA copy by default), in eval mode."""
-    from g2g.train.step import build_generator
+    from g2g.train.recipes import recipe_for
 
     state = load_checkpoint(path, map_location)
     cfg = model_config_of(state)
-    gen = build_generator(cfg)
+    gen = recipe_for(cfg).build(cfg)
     key = "generator_ema" if ema and "generator_ema" in state else "generator"
     gen.load_state_dict(state[key])
     return gen.eval(), cfg, state

@@ -7,18 +7,21 @@ from dataclasses import dataclass
 
 import torch
 
-from g2g.train.step import TrainError
+from g2g.runtime import parse_device
+from g2g.train import TrainError
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """--device for this rank (g2g.runtime.torch_device), as a TrainError when it cannot be had."""
-    from g2g.runtime import DeviceError, torch_device
-
-    try:
-        return torch.device(torch_device(name, local_rank))
-    except DeviceError as e:
-        raise TrainError(f"--device {name}: {e}") from None
-
+    """--device for this rank: ``auto`` is ``cuda:<local_rank>`` when torch sees a GPU, else the CPU; plain
+    ``cuda`` is ``cuda:<local_rank>``. A TrainError when CUDA is asked for and torch has none."""
+    kind, index = parse_device(name)  # DeviceError (one line) for a string that is not a device
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if kind == "auto":
+            return torch.device("cpu")
+        raise TrainError(f"--device {name}: torch sees no CUDA GPU (use --device cpu or auto)")
+    return torch.device(f"cuda:{index if ':' in str(name) else local_rank}")
 
 
 @dataclass

@@ -7,10 +7,10 @@ optimisers and the step count start afresh, so this is fine-tuning, not
 ``--resume``. The architecture comes from SOURCE.
 
 An ONNX bundle's initializers keep the PyTorch parameter names of the module that
-was exported (``export/onnx_export.py`` exports ``gen.content_encoder``,
-``gen.class_encoder`` inside a K-shot wrapper as ``encoder``, and ``gen.decoder``),
-so each part maps back by name. fp16 bundles give fp16-rounded weights. The
-rebuilt generator is checked against ONNX Runtime on one random input, so a
+was exported (``gen.content_encoder``, ``gen.class_encoder`` and ``gen.decoder``,
+some inside a wrapper: see ONNX_PREFIXES), so each part maps back by name. fp16
+bundles give fp16-rounded weights. The rebuilt generator (the bundle's recipe,
+g2g.train.recipes) is checked against ONNX Runtime on one random input, so a
 bundle whose graph does not match the names fails here rather than training from
 wrong weights.
 """
@@ -19,17 +19,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from g2g.bundle import PARTS
 from g2g.config import ModelConfig
-from g2g.export.onnx_export import BOUNDS_FP16
 from g2g.errors import G2GError
+from g2g.export.parts import BOUNDS_FP16
+from g2g.train.recipes import recipe_for
 
-ONNX_PREFIXES = ("", "encoder.", "decoder.")  # funit's class_encoder.onnx wraps the encoder as ``encoder``,
-# the appearance decoder.onnx its decoder as ``decoder`` (export/appearance.py)
+if TYPE_CHECKING:
+    from g2g.bundle import Bundle
+
+ONNX_PREFIXES = ("", "encoder.", "decoder.")  # the export wraps some parts (funit's class encoder as ``encoder``,
+# the masked-rest decoder as ``decoder``: export/funit.py, export/appearance.py)
 PARITY = BOUNDS_FP16["mix"]  # the export's own bound for a whole mix of an fp16 bundle (outputs in [-1, 1])
 
 
@@ -50,13 +55,12 @@ def _from_bundle(folder: Path) -> InitWeights:
     from onnx import numpy_helper
 
     from g2g.bundle import BundleError, open_bundle
-    from g2g.train.step import build_generator
 
     try:
         bundle = open_bundle(folder, device="cpu")  # checks SHA256SUMS and the metadata
     except BundleError as e:
         raise InitError(str(e)) from None
-    gen = build_generator(bundle.model).eval()
+    gen = recipe_for(bundle.model).build(bundle.model).eval()
     state: dict[str, torch.Tensor] = {}
     for part in PARTS:
         inits = {i.name: i for i in onnx.load(str(folder / f"{part}.onnx")).graph.initializer}
@@ -76,33 +80,13 @@ def _from_bundle(folder: Path) -> InitWeights:
     return InitWeights(state, bundle.model, f"bundle {folder.resolve()}", bundle.meta.get("step"))
 
 
-def _check_against_bundle(gen: torch.nn.Module, bundle) -> None:
+def _check_against_bundle(gen: torch.nn.Module, bundle: Bundle) -> None:
     """The rebuilt generator must mix like the bundle does on ONNX Runtime."""
-    rng = np.random.default_rng(0)
-    s = bundle.model.image_size
-    x = rng.uniform(-1, 1, (2, 3, s, s)).astype(np.float32)
-    if bundle.model.masked_rest:
-        from g2g.appearance import CONTENT_CHANNELS
-        from g2g.train.appearance_model import image_class_encoder
-
-        content = rng.uniform(-1, 1, (2, CONTENT_CHANNELS, s, s)).astype(np.float32)
-        ids = rng.uniform(-1, 1, (2, 2, 3, s, s)).astype(np.float32)
-        c, i, b = (torch.from_numpy(a) for a in (content, ids, x))
-        with torch.no_grad():
-            ref = gen.decoder(gen.content_encoder(c), image_class_encoder(gen)(i), b).numpy()
-        got = bundle.generate(content, ids, x)
-        err = float(np.abs(got - ref).max())
-        if not err <= PARITY * max(1.0, float(np.abs(ref).max())):
-            raise InitError(f"{bundle.root}: weights read back from the ONNX files do not reproduce the bundle "
-                            f"(max |difference| {err:.3g})")
-        return
-    with torch.no_grad():
-        ref = gen.decoder(gen.content_encoder(torch.from_numpy(x)), gen.class_encoder(torch.from_numpy(x[::-1].copy()))).numpy()
-    got = bundle.decode(bundle.encode_content(x), bundle.encode_class(x[::-1, None].copy()))
-    err = float(np.abs(got - ref).max())
-    if not err <= PARITY:
+    got, ref = recipe_for(bundle.model).bundle_outputs(gen, bundle)
+    err, bound = float(np.abs(got - ref).max()), PARITY * max(1.0, float(np.abs(ref).max()))
+    if not err <= bound:
         raise InitError(f"{bundle.root}: weights read back from the ONNX files do not reproduce the bundle "
-                        f"(max |difference| {err:.3g} > {PARITY})")
+                        f"(max |difference| {err:.3g} > {bound:.3g})")
 
 
 def _from_checkpoint(path: Path) -> InitWeights:

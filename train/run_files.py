@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from g2g.fsutil import atomic_save_image, atomic_write_text, read_jsonl
+from g2g.io.files import atomic_save_image, atomic_write_text, read_jsonl
+from g2g.train import TrainError
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
     """(N,3,S,S) in [-1,1] -> list of (S,S,3) uint8 (the same conversion mix uses)."""
-    from g2g.preprocess import to_image
+    from g2g.faces.preprocess import to_image
 
     return list(to_image(x.detach().float().cpu().numpy()))
 
@@ -27,7 +28,7 @@ def write_sample_sheet(path: Path, s: dict[str, torch.Tensor], names: list[tuple
     Mixed under a_i is mixed_ab (b_i's identity in a_i's pose), under b_i mixed_ba;
     Reconstructed under a_i is a'_i (the cycle back), under b_i b'_i.
     """
-    from g2g.sheets import contact_sheet
+    from g2g.io.sheets import contact_sheet
 
     n = len(names)
     order = [i for p in range(n) for i in (p, n + p)]  # a_0, b_0, a_1, b_1, ...
@@ -42,7 +43,7 @@ def write_appearance_sheet(path: Path, s: dict[str, torch.Tensor], base: str = "
     """Columns: held-out pairs. Rows: pose, identity photo, the decoder's base (``base``: the warped paste, or the
     masked rest of the pooled encoders; the untrained model), mixed, and the reconstruction of the identity photo
     from another photo of the same person."""
-    from g2g.sheets import contact_sheet  # returns the sheet (PIL), as written
+    from g2g.io.sheets import contact_sheet  # returns the sheet (PIL), as written
 
     keys = ("pose", "identity", "paste", "mixed", "recon")
     rows = [_to_uint8(s[k]) for k in keys]
@@ -61,7 +62,7 @@ def plot_losses(metrics: Path, out: Path) -> None:
     """"overall losses" from metrics.jsonl: one curve per term (left: generator terms, right: totals and D)."""
     from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
-    from g2g.sheets import save_figure
+    from g2g.io.sheets import save_figure
 
     recs = list(read_jsonl(metrics))
     if not recs:
@@ -118,8 +119,6 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            from g2g.train.step import TrainError
-
             raise TrainError("--tensorboard needs the tensorboard package: pip install 'g2g[tensorboard]'") from None
         self.writer = SummaryWriter(str(run / "tensorboard"))
 

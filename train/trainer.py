@@ -2,40 +2,42 @@
 
 The loop: the run folder, the identity split, resume and --init-from, checkpoints,
 logging, sample sheets, Ctrl-C. The step itself (networks, losses, optimisers) is
-g2g.train.step (the seed's FUNIT recipe) and g2g.train.appearance_step (the
-appearance recipe); torchrun helpers are g2g.train.distributed; sheets and plots
-g2g.train.run_files.
+g2g.train.step, and what differs between recipes (generator, batches, sample
+sheet) the run's recipe (g2g.train.recipes); torchrun helpers are
+g2g.train.distributed; sheets and plots g2g.train.run_files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from g2g.config import TrainConfig, from_dict
-from g2g.fsutil import append_jsonl, atomic_write_json, claim_output
-from g2g.preprocess import same_zoom
+from g2g.io.files import append_jsonl, atomic_write_json
+from g2g.io.runfolder import claim_output
+from g2g.faces.preprocess import same_zoom
 from g2g.progress import BatchProgress, say
-from g2g.train import losses as L
 from g2g.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from g2g.train.data import PairBatches, fixed_val_pairs, load_items, make_batch, read_prepare_config, split_identities
-from g2g.train.distributed import Dist, _all_mean, _any_flag, _init_dist, resolve_device
-from g2g.train.run_files import (TensorBoardLog, _link_last, _truncate_metrics, plot_losses, write_appearance_sheet,
-                                 write_sample_sheet)
-from g2g.train.step import (LOSS_TERMS, CrossForward, CrossTrainer, TrainError, build_generator, ema_beta, ema_update,
-                            load_identity, make_optimizer, validate)
+from g2g.train.dataset import Item, fixed_val_pairs, load_items, read_prepare_config, split_identities
+from g2g.train.distributed import Dist, _all_mean, _any_flag, _init_dist
+from g2g.train.recipes.base import DataPlan, RecipeData
+from g2g.train.run_files import TensorBoardLog, _link_last, _truncate_metrics, plot_losses
+from g2g.train import TrainError
+from g2g.train.step import LOSS_TERMS, CrossTrainer, validate
 
-__all__ = ["train", "build_config", "result_table", "TrainResult", "TrainError", "CrossTrainer", "CrossForward",
-           "build_generator", "resolve_device", "Dist", "ema_beta", "ema_update", "load_identity", "make_optimizer",
-           "validate", "plot_losses", "write_sample_sheet"]
+if TYPE_CHECKING:
+    from g2g.train.init_weights import InitWeights
+
+__all__ = ["train", "build_config", "result_table", "TrainResult", "TrainError"]
 
 # fields that may change when resuming; everything else (architecture, losses, seed) comes from the checkpoint
 RUNTIME_FIELDS = ("steps", "max_minutes", "device", "checkpoint_every", "sample_every", "log_every", "workers", "compile", "amp")
@@ -58,7 +60,83 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # last logged line
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one train() call works on, before any network is built."""
+
+    data: Path
+    run: Path
+    cfg: TrainConfig
+    d: Dist
+    device: torch.device
+    state: dict[str, Any] | None  # the checkpoint a resume continues from
+    init: InitWeights | None  # --init-from's generator (fresh runs only)
+    by_id: dict[str, list[Item]]
+    train_ids: list[str]
+    val_ids: list[str]
+    val_pairs: list[tuple[str, str]]  # the sample sheet's fixed pairs
+
+    @property
+    def start(self) -> int:
+        return int(self.state["step"]) if self.state is not None else 0
+
+    @property
+    def resumed_from(self) -> int | None:
+        return self.start if self.state is not None else None
+
+    @property
+    def init_record(self) -> dict[str, Any] | None:
+        """Where the weights began (kept across resumes; export copies it into g2g_model.json)."""
+        if self.init is not None:
+            return {"source": self.init.source, "step": self.init.step}
+        return (self.state or {}).get("init_from")
+
+
 # --- entry point -----------------------------------------------------------------------------------------------------
+
+
+def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          on_step: Callable[[int, dict[str, float]], None] | None = None,
+          init_from: Path | None = None) -> TrainResult:
+    """Cross-train on the ``g2g prepare`` folder ``data``, writing the run folder ``run``.
+
+    ``resume`` continues from RUN/checkpoints/last.pt with the saved config (only
+    the fields in RUNTIME_FIELDS, e.g. ``steps``, come from ``cfg``). Ctrl-C stops
+    after the current step, writes a checkpoint and returns ``interrupted=True``.
+    Under ``torchrun`` each process trains on its own share of pairs and rank 0
+    writes the files; ``batch_size`` is per process. ``on_step(step, terms)`` is
+    called after every step (tests, notebooks). ``init_from`` (a checkpoint, run
+    folder or ONNX bundle) gives a fresh run its generator weights and architecture
+    (see g2g.train.init_weights); a resumed run ignores it.
+    """
+    r = _open_run(Path(data), Path(run), cfg, resume, init_from)
+    trainer, batches = _build_step(r, progress)
+    if r.d.main:
+        _write_run_files(r)
+    loop = _Loop(r, trainer, batches.val_batch, progress, on_step)
+    with _stop_signals() as stop:
+        loop.run(_loader(r, batches), stop)
+    loop.close_interrupted()
+    return _finish(r, loop)
+
+
+def _open_run(data: Path, run: Path, cfg: TrainConfig, resume: bool, init_from: Path | None) -> _Run:
+    """The run's config (saved, --init-from's or ``cfg``), the checkpoint it resumes, its data and split."""
+    d, device = _init_dist(cfg.device)
+    cfg, state = _resolve_config(run, cfg, resume)
+    validate(cfg)
+    by_id = load_items(data)
+    prep = read_prepare_config(data)
+    init = _init_weights(init_from, prep) if (init_from is not None and state is None) else None
+    if init is not None:
+        cfg = replace(cfg, model=init.model)
+    elif state is None and prep.get("zoom") and not same_zoom(prep["zoom"], cfg.model.zoom):
+        cfg = replace(cfg, model=replace(cfg.model, zoom=float(prep["zoom"])))  # the model records its crops' alignment
+    train_ids, val_ids = _split(run, by_id, cfg, state)
+    if len(train_ids) < 2:
+        raise TrainError(f"{data}: fewer than 2 training identities after the split")
+    val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
+    return _Run(data, run, cfg, d, device, state, init, by_id, train_ids, val_ids, val_pairs)
 
 
 def _resolve_config(run: Path, cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
@@ -82,7 +160,7 @@ def _resolve_config(run: Path, cfg: TrainConfig, resume: bool) -> tuple[TrainCon
     return merged, state
 
 
-def _init_weights(source: Path, prep: dict[str, Any]):
+def _init_weights(source: Path, prep: dict[str, Any]) -> InitWeights:
     """Weights for --init-from; the crops must be aligned as the source model's were."""
     from g2g.train.init_weights import InitError, load_init_weights
 
@@ -96,213 +174,205 @@ def _init_weights(source: Path, prep: dict[str, Any]):
     return init
 
 
-def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, dict[str, float]], None] | None = None,
-          init_from: Path | None = None) -> TrainResult:
-    """Cross-train on the ``g2g prepare`` folder ``data``, writing the run folder ``run``.
-
-    ``resume`` continues from RUN/checkpoints/last.pt with the saved config (only
-    the fields in RUNTIME_FIELDS, e.g. ``steps``, come from ``cfg``). Ctrl-C stops
-    after the current step, writes a checkpoint and returns ``interrupted=True``.
-    Under ``torchrun`` each process trains on its own share of pairs and rank 0
-    writes the files; ``batch_size`` is per process. ``on_step(step, terms)`` is
-    called after every step (tests, notebooks). ``init_from`` (a checkpoint, run
-    folder or ONNX bundle) gives a fresh run its generator weights and architecture
-    (see g2g.train.init_weights); a resumed run ignores it.
-    """
-    data, run = Path(data), Path(run)
-    d, device = _init_dist(cfg.device)
-    cfg, state = _resolve_config(run, cfg, resume)
-    validate(cfg)
-    by_id = load_items(data)
-    prep = read_prepare_config(data)
-    init = _init_weights(init_from, prep) if (init_from is not None and state is None) else None
-    init_record = {"source": init.source, "step": init.step} if init is not None else (state or {}).get("init_from")
-    if init is not None:
-        cfg = replace(cfg, model=init.model)
-    elif state is None and prep.get("zoom") and not same_zoom(prep["zoom"], cfg.model.zoom):
-        cfg = replace(cfg, model=replace(cfg.model, zoom=float(prep["zoom"])))  # the model records its crops' alignment
-
+def _split(run: Path, by_id: dict[str, list[Item]], cfg: TrainConfig, state: dict | None
+           ) -> tuple[list[str], list[str]]:
+    """(training, held-out) identities: a resumed run's own split, else a fresh seeded one."""
     split_path = run / "split.json"
     if split_path.exists() and state is not None:
         split = json.loads(split_path.read_text())
-        train_ids = [i for i in split["train"] if i in by_id]
-        val_ids = [i for i in split["val"] if i in by_id]
-    else:
-        train_ids, val_ids = split_identities(list(by_id), cfg.val_fraction, cfg.seed, cfg.val_people)
-    if len(train_ids) < 2:
-        raise TrainError(f"{data}: fewer than 2 training identities after the split")
-    val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
-    size = cfg.model.image_size
-    trainer = CrossTrainer(cfg, device, ddp=d.world > 1)
-    if progress and d.main and device.type == "cpu" and not cfg.model.masked_rest and cfg.model.content_dim >= 64:
-        say("[yellow]warning:[/yellow] a FUNIT-size model on a CPU: each step takes minutes (the first progress line "
-            "gives the ETA); --preset appearance is the recipe sized for a CPU")
-    appearance, warp = cfg.model.masked_rest, cfg.model.warped_identity
-    if appearance:
-        from g2g.train.appearance_data import AppearanceBatches, embed_bank, load_bank
+        return [i for i in split["train"] if i in by_id], [i for i in split["val"] if i in by_id]
+    return split_identities(list(by_id), cfg.val_fraction, cfg.seed, cfg.val_people)
 
-        cache = run / "cache" / "landmarks68.npz"
-        bank = load_bank(data, train_ids, size, cfg.model.zoom, cache)
-        val_bank = load_bank(data, val_ids if len(val_ids) >= 2 else val_ids + train_ids[:2], size, cfg.model.zoom,
-                             cache, max_per_person=4)
-        if cfg.model.identity_encoder == "dlib":  # frozen: each crop's embedding once, cached in the run
-            for b in (bank, val_bank):
-                b.emb = embed_bank(b, trainer.identity, run / "cache" / "dlib_embeddings.npz")
-        val_batch = AppearanceBatches(val_bank, 2 * VAL_PAIRS, cfg.seed, flip=False, jitter=False, warp=warp)[0]
-    else:
-        val_groups = [(by_id[a][: cfg.k_shot], by_id[b][: cfg.k_shot]) for a, b in val_pairs]
-        val_batch = make_batch(data, val_groups, size)
 
-    start = 0
-    if state is not None:
-        trainer.load_state(state)
-        start = int(state["step"])
-    elif init is not None:
-        trainer.gen.load_state_dict(init.state)
-        trainer.ema.load_state_dict(init.state)
-    ckpt_dir, metrics_path = run / "checkpoints", run / "metrics.jsonl"
-    if d.main:
-        claim_output(run, "train")
-        atomic_write_json(run / "config.json", {
-            "train": asdict(cfg), "data": str(data.resolve()), "world_size": d.world, "device": str(device),
-            "torch": torch.__version__, "resumed_from": start if state is not None else None,
-            **({"init_from": init_record} if init_record else {}),
-        })
-        atomic_write_json(split_path, {
-            "seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": train_ids, "val": val_ids,
-            "images": {"train": sum(len(by_id[i]) for i in train_ids), "val": sum(len(by_id[i]) for i in val_ids)},
-            "val_pairs": [[a, b] for a, b in val_pairs],
-        })
-        if state is not None:
-            _truncate_metrics(metrics_path, start)
+def _build_step(r: _Run, progress: bool) -> tuple[CrossTrainer, RecipeData]:
+    """The step (networks, optimisers) at the weights it starts from, and the recipe's batches."""
+    trainer = CrossTrainer(r.cfg, r.device, ddp=r.d.world > 1)
+    if progress and r.d.main:
+        for line in trainer.recipe.warnings(r.cfg, r.device):
+            say(f"[yellow]warning:[/yellow] {line}")
+    batches = trainer.recipe.data(DataPlan(r.data, r.run, r.cfg, r.by_id, r.train_ids, r.val_ids, r.val_pairs,
+                                           r.d.rank, trainer.identity))
+    if r.state is not None:
+        trainer.load_state(r.state)
+    elif r.init is not None:
+        trainer.gen.load_state_dict(r.init.state)
+        trainer.ema.load_state_dict(r.init.state)
+    return trainer, batches
 
-    if appearance:
-        dataset = AppearanceBatches(bank, cfg.batch_size, cfg.seed, d.rank, cfg.flip, cfg.steps, warp=warp)
-    else:
-        dataset = PairBatches(data, by_id, train_ids, cfg.batch_size, cfg.k_shot, size, cfg.seed, d.rank, cfg.flip,
-                              cfg.steps)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+
+def _write_run_files(r: _Run) -> None:
+    """Claim the run folder; write config.json and split.json; drop metrics a resume goes back over."""
+    cfg, by_id = r.cfg, r.by_id
+    claim_output(r.run, "train")
+    atomic_write_json(r.run / "config.json", {
+        "train": asdict(cfg), "data": str(r.data.resolve()), "world_size": r.d.world, "device": str(r.device),
+        "torch": torch.__version__, "resumed_from": r.resumed_from,
+        **({"init_from": r.init_record} if r.init_record else {}),
+    })
+    atomic_write_json(r.run / "split.json", {
+        "seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": r.train_ids, "val": r.val_ids,
+        "images": {"train": sum(len(by_id[i]) for i in r.train_ids), "val": sum(len(by_id[i]) for i in r.val_ids)},
+        "val_pairs": [[a, b] for a, b in r.val_pairs],
+    })
+    if r.state is not None:
+        _truncate_metrics(r.run / "metrics.jsonl", r.start)
+
+
+def _loader(r: _Run, batches: RecipeData) -> torch.utils.data.DataLoader:
+    """The batches of steps start..steps (item t is the whole batch of step t)."""
+    return torch.utils.data.DataLoader(
+        batches.train, batch_size=None, sampler=range(r.start, r.cfg.steps), num_workers=r.cfg.workers,
+        pin_memory=r.device.type == "cuda", persistent_workers=False,
     )
 
-    stop = {"flag": False}
-    old_handlers: dict[int, Any] = {}
 
-    def _on_stop(signum, frame):  # first Ctrl-C or SIGTERM (schedulers, timeout): finish the step, checkpoint,
-        stop["flag"] = True  # leave; a second Ctrl-C aborts
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[dict[str, bool]]:
+    """``{"flag"}``, set by the first Ctrl-C or SIGTERM (schedulers, timeout): finish the step, checkpoint, leave.
+    A second Ctrl-C aborts. Handlers are installed from the main thread only, and restored on exit."""
+    stop = {"flag": False}
+
+    def _on_stop(signum, frame):
+        stop["flag"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    old: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        old_handlers = {s: signal.signal(s, _on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, _on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
-    last_ckpt: Path | None = latest_checkpoint(run) if state is not None else None
-    extra_state = {"data": {"train": train_ids, "val": val_ids, "seed": cfg.seed, "world_size": d.world}}
-    if init_record:
-        extra_state["init_from"] = init_record  # kept across resumes; export copies it into g2g_model.json
 
-    def save(step: int) -> Path:
-        path = ckpt_dir / f"step_{step:08d}.pt"
-        save_checkpoint(path, trainer.state(step, extra_state))
-        _link_last(path, ckpt_dir / "last.pt")
+class _Loop:
+    """The steps of one train() call: the logging window, sample sheets, checkpoints, the stop after a step."""
+
+    def __init__(self, r: _Run, trainer: CrossTrainer, val_batch: dict[str, torch.Tensor], progress: bool,
+                 on_step: Callable[[int, dict[str, float]], None] | None):
+        cfg = r.cfg
+        self.r, self.trainer, self.val_batch, self.on_step = r, trainer, val_batch, on_step
+        self.ckpt_dir, self.metrics_path = r.run / "checkpoints", r.run / "metrics.jsonl"
+        self.last_ckpt: Path | None = latest_checkpoint(r.run) if r.state is not None else None
+        self.extra_state = {"data": {"train": r.train_ids, "val": r.val_ids, "seed": cfg.seed, "world_size": r.d.world}}
+        if r.init_record:
+            self.extra_state["init_from"] = r.init_record
+        self.imgs_per_step = 2 * cfg.batch_size * r.d.world
+        self.window: dict[str, list[float]] = {}
+        self.t_start = self.t_log = time.perf_counter()
+        self.step = self.sampled = r.start  # sampled: the step of the last sample sheet
+        self.interrupted, self.time_limited, self.last_metrics = False, False, {}
+        self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+        self.tb = TensorBoardLog(r.run, cfg.tensorboard and r.d.main)  # before the bar: a missing package is one line
+        self.bar = BatchProgress("train", "steps", cfg.steps, r.start, enabled=progress and r.d.main, counts=False,
+                                 deadline=self.deadline)
+        self.waited = self.waited_total = 0.0  # time spent waiting for the DataLoader (is it the bottleneck?)
+
+    def run(self, loader: torch.utils.data.DataLoader, stop: dict[str, bool]) -> None:
+        """Step through ``loader`` until its end or a stop; Ctrl-C between steps counts as a stop."""
+        in_step = False
+        t_ready = time.perf_counter()
+        try:
+            for batch in loader:
+                w = time.perf_counter() - t_ready
+                self.waited, self.waited_total = self.waited + w, self.waited_total + w
+                in_step = True
+                terms = self.trainer.step(batch, self.step)
+                self.step, in_step = self.step + 1, False
+                if self._after_step(terms, stop):
+                    break
+                t_ready = time.perf_counter()
+        except KeyboardInterrupt:
+            if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
+                raise
+            self.interrupted = True  # raised between steps (e.g. by on_step): the state is consistent, save it
+        finally:
+            self.bar.close()
+            self.tb.close()
+
+    def _after_step(self, terms: dict[str, float], stop: dict[str, bool]) -> bool:
+        """Log, draw and checkpoint what is due after a step; whether the run stops here."""
+        cfg, d, step = self.r.cfg, self.r.d, self.step
+        for k, v in terms.items():
+            self.window.setdefault(k, []).append(v)
+        if self.on_step is not None:
+            self.on_step(step, terms)
+        out_of_time = self.deadline is not None and time.perf_counter() >= self.deadline
+        stopping = _any_flag(stop["flag"] or out_of_time, d, self.r.device)  # every rank stops after the same step
+        if step % cfg.log_every == 0 or step == cfg.steps or stopping:  # a stop logs, draws, checkpoints
+            self._log(stopping)
+        else:
+            self.bar.set(step)
+            if step % cfg.sample_every == 0 and d.main:
+                self.write_samples(step)
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping) and d.main:
+            self.last_ckpt = self.save(step)
+        if stopping:
+            self.interrupted, self.time_limited = stop["flag"], not stop["flag"]
+        return stopping
+
+    def _log(self, stopping: bool) -> None:
+        """A metrics.jsonl line of the window's means (all ranks), with the sample sheet's numbers when one is due."""
+        cfg, d, step = self.r.cfg, self.r.d, self.step
+        keys = sorted(self.window)
+        means = _all_mean([float(np.mean(self.window[k])) for k in keys], d, self.r.device)
+        now = time.perf_counter()
+        span = max(now - self.t_log, 1e-9)
+        self.last_metrics = {"step": step, **dict(zip(keys, means)),
+                             "images_per_s": self.imgs_per_step * len(self.window[keys[0]]) / span,
+                             "data_wait": self.waited / span, "time": round(now - self.t_start, 3)}
+        self.window, self.t_log, self.waited = {}, now, 0.0
+        if (step % cfg.sample_every == 0 or step == cfg.steps or stopping) and d.main:
+            self.last_metrics.update(self.write_samples(step))
+        if d.main:
+            append_jsonl(self.metrics_path, [self.last_metrics])
+            self.tb.scalars(self.last_metrics)
+        self.bar.set(step, _loss_line(self.last_metrics))
+
+    def save(self, step: int) -> Path:
+        """checkpoints/step_XXXXXXXX.pt, and last.pt pointing at it."""
+        path = self.ckpt_dir / f"step_{step:08d}.pt"
+        save_checkpoint(path, self.trainer.state(step, self.extra_state))
+        _link_last(path, self.ckpt_dir / "last.pt")
         return path
 
-    def write_samples(step: int) -> dict[str, float]:
-        s = trainer.sample(val_batch)
-        sheet = run / "samples" / f"step_{step:08d}.png"
-        if appearance:
-            image = write_appearance_sheet(sheet, s, "Warped paste" if warp else "Masked rest")
-            val = {"val_rec": float((s["recon"] - s["identity"]).abs().mean())}
-        else:
-            image = write_sample_sheet(sheet, s, val_pairs)
-            n = len(val_pairs)
-            val = {"val_cyc": float(L.l1(s["recon"][:n], s["original"][:n]) + L.l1(s["recon"][n:], s["original"][n:]))}
-        plot_losses(metrics_path, run / "losses.png")
-        tb.sheet(image, step)
+    def write_samples(self, step: int) -> dict[str, float]:
+        """The recipe's sample sheet of ``step`` and the loss plot; returns the sheet's validation numbers."""
+        run = self.r.run
+        s = self.trainer.sample(self.val_batch)
+        image, val = self.trainer.recipe.write_sheet(run / "samples" / f"step_{step:08d}.png", s, self.r.val_pairs,
+                                                     self.r.cfg.model)
+        plot_losses(self.metrics_path, run / "losses.png")
+        self.tb.sheet(image, step)
+        self.sampled = step
         return val
 
-    imgs_per_step = 2 * cfg.batch_size * d.world
-    window: dict[str, list[float]] = {}
-    t_start = t_log = time.perf_counter()
-    step, interrupted, time_limited, last_metrics, in_step = start, False, False, {}, False
-    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
-    sampled = start  # the step of the last sample sheet
-    tb = TensorBoardLog(run, cfg.tensorboard and d.main)  # before the bar: a missing package is one line, no bar left
-    bar = BatchProgress("train", "steps", cfg.steps, start, enabled=progress and d.main, counts=False, deadline=deadline)
-    waited = waited_total = 0.0
-    t_ready = time.perf_counter()  # time spent waiting for the DataLoader (is it the bottleneck?)
-    try:
-        for batch in loader:
-            w = time.perf_counter() - t_ready
-            waited, waited_total = waited + w, waited_total + w
-            in_step = True
-            terms = trainer.step(batch, step)
-            step, in_step = step + 1, False
-            for k, v in terms.items():
-                window.setdefault(k, []).append(v)
-            if on_step is not None:
-                on_step(step, terms)
-            out_of_time = deadline is not None and time.perf_counter() >= deadline
-            stopping = _any_flag(stop["flag"] or out_of_time, d, device)  # every rank stops after the same step
-            logged = step % cfg.log_every == 0 or step == cfg.steps or stopping  # a stop logs, draws, checkpoints
-            if logged:
-                keys = sorted(window)
-                means = _all_mean([float(np.mean(window[k])) for k in keys], d, device)
-                now = time.perf_counter()
-                ips = imgs_per_step * len(window[keys[0]]) / max(now - t_log, 1e-9)
-                last_metrics = {"step": step, **dict(zip(keys, means)), "images_per_s": ips,
-                                "data_wait": waited / max(now - t_log, 1e-9), "time": round(now - t_start, 3)}
-                window, t_log, waited = {}, now, 0.0
-                if step % cfg.sample_every == 0 or step == cfg.steps or stopping:
-                    if d.main:
-                        last_metrics.update(write_samples(step))
-                        sampled = step
-                if d.main:
-                    append_jsonl(metrics_path, [last_metrics])
-                    tb.scalars(last_metrics)
-                bar.set(step, _loss_line(last_metrics))
-            else:
-                bar.set(step)
-                if step % cfg.sample_every == 0 and d.main:
-                    write_samples(step)
-                    sampled = step
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                if d.main:
-                    last_ckpt = save(step)
-            if stopping:
-                interrupted, time_limited = stop["flag"], not stop["flag"]
-                break
-            t_ready = time.perf_counter()
-    except KeyboardInterrupt:
-        if in_step:  # a second Ctrl-C inside a step: abort, the last periodic checkpoint stays
-            raise
-        interrupted = True  # raised between steps (e.g. by on_step): the state is consistent, save it
-    finally:
-        bar.close()
-        tb.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    if interrupted and d.main and step > start:  # stopped between steps (on_step raised): checkpoint and sheet
-        if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt"):
-            last_ckpt = save(step)
-        if sampled != step:
-            write_samples(step)
-    if d.main and metrics_path.exists():
-        plot_losses(metrics_path, run / "losses.png")
-    if d.world > 1:
+    def close_interrupted(self) -> None:
+        """After a stop between steps (on_step raised): the checkpoint and sheet of the last step, where missing."""
+        step = self.step
+        if self.interrupted and self.r.d.main and step > self.r.start:
+            if self.last_ckpt is None or not self.last_ckpt.name.endswith(f"{step:08d}.pt"):
+                self.last_ckpt = self.save(step)
+            if self.sampled != step:
+                self.write_samples(step)
+
+
+def _finish(r: _Run, loop: _Loop) -> TrainResult:
+    """The final loss plot, the end of the process group, and the result of this call."""
+    if r.d.main and loop.metrics_path.exists():
+        plot_losses(loop.metrics_path, r.run / "losses.png")
+    if r.d.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
-    seconds = time.perf_counter() - t_start
-    done = step - start
-    return TrainResult(run=run, step=step, steps=cfg.steps, checkpoint=last_ckpt, interrupted=interrupted,
-                       time_limited=time_limited,
-                       resumed_from=start if state is not None else None,
-                       images_per_s=imgs_per_step * done / max(seconds, 1e-9), seconds=seconds, world_size=d.world,
-                       data_wait=waited_total / max(seconds, 1e-9),
-                       metrics=last_metrics)
+    seconds = time.perf_counter() - loop.t_start
+    return TrainResult(run=r.run, step=loop.step, steps=r.cfg.steps, checkpoint=loop.last_ckpt,
+                       interrupted=loop.interrupted, time_limited=loop.time_limited, resumed_from=r.resumed_from,
+                       images_per_s=loop.imgs_per_step * (loop.step - r.start) / max(seconds, 1e-9), seconds=seconds,
+                       world_size=r.d.world, data_wait=loop.waited_total / max(seconds, 1e-9),
+                       metrics=loop.last_metrics)
 
 
 def _loss_line(metrics: dict[str, float]) -> str:

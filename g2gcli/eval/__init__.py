@@ -1,10 +1,10 @@
 """``g2g eval`` (folder ``g2gcli/eval/``, import name ``g2g.eval``): one module per metric, ``run`` drives them.
 
-``run`` (the verb: a mix folder or a model + DATA), ``identity`` (id-sim, retrieval, pose leak),
+``run`` (the verb: a mix folder or a model + DATA), ``retrieval`` (id-sim, retrieval, pose leak),
 ``pose``, ``expression``, ``realism`` (a classifier two-sample test of mixed vs real faces, on
 ``texture`` statistics, with ``c2st``), ``recon``, ``baselines`` (the no-model methods on the same
-pairs), ``metrics`` (the formulas), ``data`` (reading a mix run), ``report`` and ``plots``.
-Torch-free except where a reconstruction needs LPIPS and the first export of a network.
+pairs), ``metrics`` (the formulas), ``runs`` (reading a mix run), ``report`` and ``plots``.
+Torch-free; only a reconstruction's optional LPIPS uses torch where it is installed.
 """
 
 from g2g.eval.run import (IDENTITY_NETS, METRICS, MIX_METRICS, EvalError, EvalReport, MixRun, evaluate, load_mix,

@@ -1,7 +1,7 @@
 """``g2g eval OUT --baselines``: the non-learned frontier on the very pairs of a mix run, scored the same way.
 
 A model is worth using only where it beats what needs no model. For every ok
-pair of the run, ``paste``, ``warp-paste`` and ``expression-paste`` (g2g.mixers)
+pair of the run, ``paste``, ``warp-paste`` and ``expression-paste`` (g2g.methods)
 are run on the aligned pose and identity crops the mix kept (``OUT/aligned/``),
 written under ``EVAL_DIR/baselines/<method>/`` (a mix output of its own,
 resumable), and evaluated with the same metrics as the run (realism included). The report carries their numbers next
@@ -15,10 +15,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from g2g.eval.data import MixRun
-from g2g.fsutil import atomic_write_text
+from g2g.eval.runs import MixRun
+from g2g.io.files import atomic_write_text
+from g2g.methods import BASELINES
 
-BASELINES = ("paste", "warp-paste", "expression-paste")
 
 
 def baseline_runs(run: MixRun, out_dir: Path) -> dict[str, Path]:

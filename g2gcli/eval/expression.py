@@ -24,8 +24,8 @@ import numpy as np
 
 from g2g.eval import metrics as M
 from g2g.config import EvalConfig
-from g2g.eval.data import MixRun, map_crops, mixed_crop
-from g2g.landmarks import EYES_AND_BROWS, interocular68, landmarks68, mouth_opening
+from g2g.eval.runs import MixRun, map_crops, mixed_crop
+from g2g.faces.landmarks import EYES_AND_BROWS, interocular68, landmarks68, mouth_opening
 
 DESCRIPTORS = ("mouth_opening", "mouth_width", "eye_opening", "brow_height")
 

@@ -9,15 +9,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from g2g.eval.data import MixRun, mixed_crop, read_crop
-from g2g.fsutil import atomic_save_image, atomic_write_text
+from g2g.eval.runs import MixRun, mixed_crop, read_crop
+from g2g.io.files import atomic_save_image, atomic_write_text
 
 
 def plot_id_hist(path: Path, arrays: dict[str, Any], net) -> None:
     """Distances of outputs to their identity and pose photo over the real same/different-person distributions."""
     from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
-    from g2g.sheets import save_figure
+    from g2g.io.sheets import save_figure
 
     vals = [a for a in (arrays["d_id"], arrays["same"], arrays["diff"], arrays["d_pose"]) if len(a)]
     fig = Figure(figsize=(6.4, 3.6))
@@ -44,7 +44,7 @@ def plot_id_hist(path: Path, arrays: dict[str, Any], net) -> None:
 
 def examples_sheet(path: Path, run: MixRun, arrays: dict[str, Any], k: int) -> None:
     """Best and worst outputs by distance to their identity: pose | identity | output (nothing when none scored)."""
-    from g2g.sheets import contact_sheet
+    from g2g.io.sheets import contact_sheet
 
     ev, d = arrays["ev"], arrays["d_id"]
     if not ev:
@@ -65,7 +65,7 @@ def examples_sheet(path: Path, run: MixRun, arrays: dict[str, Any], k: int) -> N
 
 def recon_sheet(path: Path, rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str]) -> None:
     """Reconstruction examples, one held-out crop a per row, one column per name in ``columns`` (128 px cells)."""
-    from g2g.sheets import contact_sheet
+    from g2g.io.sheets import contact_sheet
 
     sheet = contact_sheet(rows, None, list(columns), cell=128)
     atomic_save_image(path, sheet)

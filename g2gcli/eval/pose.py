@@ -16,7 +16,7 @@ import numpy as np
 
 from g2g.eval import metrics as M
 from g2g.config import EvalConfig
-from g2g.eval.data import MixRun, mixed_crop, read_crop
+from g2g.eval.runs import MixRun, mixed_crop, read_crop
 
 ANGLES = ("yaw", "pitch", "roll")
 

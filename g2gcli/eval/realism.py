@@ -26,7 +26,7 @@ import numpy as np
 
 from g2g.config import AlignConfig, EvalConfig
 from g2g.eval.c2st import C_DEFAULT, as_keys, c2st, fd_test, n_folds, split_groups
-from g2g.eval.data import MixRun, map_crops, mixed_crop, read_crop
+from g2g.eval.runs import MixRun, map_crops, mixed_crop, read_crop
 from g2g.eval.report import EvalError
 
 MIN_MIXED = 10  # fewer mixed faces: no test
@@ -84,7 +84,7 @@ def _real_zoom(root: Path) -> float | None:
 
 def _dir_real(root: Path, net, align: AlignConfig, cfg: EvalConfig) -> RealFaces:
     """``--real DIR``: aligned crops in per-person folders, resized to the run's size; a different zoom is refused."""
-    from g2g.preprocess import resize_to_model, same_zoom
+    from g2g.faces.preprocess import resize_to_model, same_zoom
 
     if not root.is_dir():
         raise EvalError(f"--real {root}: not a folder")
@@ -176,7 +176,7 @@ def realism_metrics(run: MixRun, cfg: EvalConfig, rows: dict[int, dict[str, Any]
         "fd_space": fd["space"],
         "n_mixed": len(recs), "n_real": len(real.groups), "n_real_people": people, "real_source": real.source,
         "n_features": int(X.shape[1]),
-        "features": f"{net.dim} texture statistics of the face region (facegeom.face_mask x {REALISM_SCALE} of each "
+        "features": f"{net.dim} texture statistics of the face region (g2g.faces.geometry.face_mask x {REALISM_SCALE} of each "
                     f"crop's own 68 landmarks, grey outside): {net.description}",
         "classifier": f"StandardScaler + L2 logistic regression (C = {C_DEFAULT}, balanced classes), "
                       f"{test['folds']} folds (StratifiedGroupKFold of the primary groups), ROC AUC of "
@@ -208,8 +208,8 @@ def _captioned(crop: np.ndarray | None, text: str, cell: int) -> np.ndarray | No
 def examples_sheet(path: Path, run: MixRun, recs: list[dict[str, Any]], detect: np.ndarray, k: int = SHEET_K,
                    per_row: int = 8) -> None:
     """The ``k`` most and ``k`` least detectable outputs, each captioned with its score, pose and identity."""
-    from g2g.fsutil import atomic_save_image
-    from g2g.sheets import contact_sheet
+    from g2g.io.files import atomic_save_image
+    from g2g.io.sheets import contact_sheet
 
     order = [int(i) for i in np.argsort(-detect, kind="stable")]
     most = order[:k]

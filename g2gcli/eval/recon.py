@@ -16,9 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from g2g.eval import metrics as M
-from g2g.preprocess import DEFAULT_ZOOM, check_zoom, resize_to_model, to_image, to_input
+from g2g.faces.preprocess import DEFAULT_ZOOM, check_zoom, resize_to_model
 from g2g.config import EvalConfig
-from g2g.eval.data import read_crop
+from g2g.eval.runs import read_crop
 from g2g.eval.plots import recon_sheet, write_csv
 from g2g.eval.report import EvalError, EvalReport
 
@@ -26,23 +26,18 @@ KINDS = ("self", "cycle", "floor")  # reconstruction vs a, and the unrelated fac
 QUALITY = ("psnr", "ssim", "lpips")
 
 
-def _lpips(device: str) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray] | None, str]:
-    """ST-LPIPS of the trainer as ``fn(a_uint8, b_uint8) -> (N,)``, or (None, why) when torch or weights are missing."""
+def _lpips(device: str, size: int) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray] | None, str]:
+    """The trainer's ST-LPIPS on ONNX Runtime as ``fn(a_uint8, b_uint8) -> (N,)`` for ``size`` px crops, exported
+    once into the user cache where torch is installed; (None, why) where it cannot be had."""
+    from g2g.eval.lpips import LpipsUnavailable, cached_lpips_onnx, lpips_distance
+
     try:
-        import torch
-
-        from g2g.train.perceptual import load_perceptual
-
-        dev = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-        net = load_perceptual("stlpips", dev)
-    except Exception as e:  # ImportError (no torch), missing weights
+        fn, where = lpips_distance(cached_lpips_onnx(size), device)
+    except LpipsUnavailable as e:
+        return None, f"LPIPS unavailable: {e}"
+    except Exception as e:  # a file ONNX Runtime cannot open
         return None, f"LPIPS unavailable: {type(e).__name__}: {e}"
-
-    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net(torch.from_numpy(to_input(a)).to(dev), torch.from_numpy(to_input(b)).to(dev)).float().cpu().numpy()
-
-    return fn, "ST-LPIPS VGG16 (the trainer's perceptual network); 0 = identical"
+    return fn, f"ST-LPIPS VGG16 (the trainer's perceptual network) on ONNX Runtime ({where}); 0 = identical"
 
 
 def _held_out(data: Path, split: str | None) -> tuple[list[dict[str, Any]], str]:
@@ -79,89 +74,94 @@ def _check_geometry(facts: dict[str, Any], rec: dict[str, Any]) -> int:
     return size
 
 
-def _reconstruct(bundle, a_u8: np.ndarray, b_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(self G(a,a), mix G(a,b), cycle a'), each (B, S, S, 3) uint8, from crops a and b (B, S, S, 3) uint8."""
-    xa, xb = to_input(a_u8), to_input(b_u8)  # (B, 3, S, S)
-    ca, cb = bundle.encode_content(xa), bundle.encode_content(xb)
-    za, zb = bundle.encode_class(xa[:, None]), bundle.encode_class(xb[:, None])  # K = 1 shot
-    x_ab, x_ba = bundle.decode(ca, zb), bundle.decode(cb, za)
-    cyc = bundle.decode(bundle.encode_content(x_ab), bundle.encode_class(x_ba[:, None]))
-    return to_image(bundle.decode(ca, za)), to_image(x_ab), to_image(cyc)
+def _open_mixer(model_dir: Path, device: str) -> Any:
+    """The model's mixer (g2g.methods), which knows how its recipe rebuilds a face (``reconstruct``)."""
+    from g2g.methods import open_mixer
+
+    try:
+        return open_mixer("model", model_dir, device=device)
+    except Exception as e:
+        raise EvalError(f"cannot open the model bundle {model_dir}: {e}") from None
 
 
-def _reconstruct_appearance(mixer, a_u8: np.ndarray, same_u8: np.ndarray, b_u8: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same three for an appearance model, whose identity input is never the photo being rebuilt:
-    self = rest a with another photo of a's person; mix = rest a with b; cycle = rest a with the mix of
-    a's face into b's pose (the reassembly)."""
-    pa, pb = mixer.encode_poses(a_u8), mixer.encode_poses(b_u8)
-    same = mixer.encode_identities([x[None] for x in same_u8])
-    ib = mixer.encode_identities([x[None] for x in b_u8])
-    ia = mixer.encode_identities([x[None] for x in a_u8])
-    self_u8, _ = mixer.mix(pa, same)
-    mix_u8, _ = mixer.mix(pa, ib)
-    x_ba, _ = mixer.mix(pb, ia)
-    cyc, _ = mixer.mix(pa, mixer.encode_identities([x[None] for x in x_ba]))
-    return self_u8, mix_u8, cyc
+def _read_crops(data: Path, recs: list[dict[str, Any]], size: int) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """(crops resized to the model's side, identities, crop paths) of the readable records."""
+    imgs, names, rels = [], [], []
+    for r in recs:
+        a = read_crop(Path(data) / r["output"])
+        if a is not None:
+            imgs.append(resize_to_model(a, size)), names.append(r["identity"]), rels.append(r["output"])
+    if not imgs:
+        raise EvalError(f"no readable {size} px crops among the held-out images of {data}")
+    return imgs, names, rels
+
+
+def _partners(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(a crop of another person, another photo of the same person (itself where there is none), whether a cycle
+    can be measured at all) for each crop."""
+    ids, n = np.array(names), len(names)
+    cycle_ok = len(set(names)) >= 2
+    partner = np.array([rng.choice(np.flatnonzero(ids != ids[i])) if cycle_ok else i for i in range(n)])
+    sibling = np.array([rng.choice(np.flatnonzero((ids == ids[i]) & (np.arange(n) != i)))
+                        if ((ids == ids[i]).sum() > 1) else i for i in range(n)])
+    return partner, sibling, cycle_ok
 
 
 def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalConfig, report: EvalReport,
                   out_dir: Path) -> dict[str, Any]:
     """PSNR/SSIM/LPIPS of self and cycle reconstructions of held-out crops; timings, files and notes go to ``report``."""
-    from g2g.bundle import open_bundle
-
-    try:
-        bundle = open_bundle(model_dir, cfg.device)
-    except Exception as e:
-        raise EvalError(f"cannot open the model bundle {model_dir}: {e}") from None
-    appearance = bundle.model.masked_rest
-    if appearance:
-        from g2g.appearance import AppearanceMixer
-
-        mixer = AppearanceMixer(bundle)
+    mixer = _open_mixer(model_dir, cfg.device)
     recs, held_note = _held_out(data, cfg.split)
     size = _check_geometry(facts, recs[0])
     rng = np.random.default_rng(cfg.seed)
     if len(recs) > cfg.max_images:
         recs = [recs[i] for i in sorted(rng.choice(len(recs), cfg.max_images, replace=False))]
-    imgs, names, rels = [], [], []
-    for r in recs:
-        a = read_crop(Path(data) / r["output"])
-        if a is not None:
-            a = resize_to_model(a, size)
-            imgs.append(a), names.append(r["identity"]), rels.append(r["output"])
-    if not imgs:
-        raise EvalError(f"no readable {size} px crops among the held-out images of {data}")
+    imgs, names, rels = _read_crops(data, recs, size)
     n = len(imgs)
-    ids = np.array(names)
-    cycle_ok = len(set(names)) >= 2
-    partner = np.array([rng.choice(np.flatnonzero(ids != ids[i])) if cycle_ok else i for i in range(n)])
-    # another photo of the same person: the identity input of an appearance model's self reconstruction
-    sibling = np.array([rng.choice(np.flatnonzero((ids == ids[i]) & (np.arange(n) != i)))
-                        if ((ids == ids[i]).sum() > 1) else i for i in range(n)])
-    if appearance:
-        keep = sibling != np.arange(n)
-        if not keep.all():
-            report.notes.append(f"recon: {int((~keep).sum())} held-out crops without a second photo of their person "
-                                "left out (an appearance model never rebuilds a photo from itself)")
-    lpips_fn, lpips_note = _lpips(cfg.device)
+    partner, sibling, cycle_ok = _partners(names, rng)
+    keep = sibling != np.arange(n) if mixer.needs_sibling else np.ones(n, bool)
+    if not keep.all():
+        report.notes.append(f"recon: {int((~keep).sum())} held-out crops without a second photo of their person "
+                            "left out (an appearance model never rebuilds a photo from itself)")
+    lpips_fn, lpips_note = _lpips(cfg.device, size)
+    per, sheet_rows = _score_batches(mixer, imgs, names, rels, partner, sibling, keep, cycle_ok, lpips_fn, cfg, report)
+    write_csv(out_dir / "recon_per_image.csv", per)
+    report.files["recon_csv"] = str(out_dir / "recon_per_image.csv")
+    if sheet_rows:
+        own = mixer.self_label  # labels fit a 128 px cell
+        recon_sheet(out_dir / "recon_examples.png", sheet_rows,
+                    ["a", "b", own, "mix G(a, b)", "cycle a'"] if cycle_ok else ["a", own])
+        report.files["recon_examples"] = str(out_dir / "recon_examples.png")
+    res: dict[str, Any] = {
+        "model_dir": str(model_dir), "held_out": held_note, "n_images": len(per), "lpips": lpips_note,
+        "psnr_capped": sum(r.get(f"{k}_psnr") == M.PSNR_CAP_DB for r in per for k in ("self", "cycle")),
+    }
+    for kind in KINDS:
+        res[kind] = ({m: M.stats([r[f"{kind}_{m}"] for r in per if f"{kind}_{m}" in r]) for m in QUALITY}
+                     if (kind == "self" or cycle_ok) else None)
+    if not cycle_ok:
+        report.notes.append("recon: only one held-out identity, so no cycle reconstruction (it needs a second person)")
+    if lpips_fn is None:
+        report.warnings.append(lpips_note)
+    return res
+
+
+def _score_batches(mixer: Any, imgs: list[np.ndarray], names: list[str], rels: list[str], partner: np.ndarray,
+                   sibling: np.ndarray, keep: np.ndarray, cycle_ok: bool, lpips_fn: Callable | None, cfg: EvalConfig,
+                   report: EvalReport) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
+    """Per-image rows and the example sheet's rows, in batches of ``cfg.batch_size``."""
     per: list[dict[str, Any]] = []
-    sheet_rows = []
+    sheet_rows: list[list[np.ndarray]] = []
     t_gen = t_lpips = 0.0
-    for s in range(0, n, cfg.batch_size):
+    for s in range(0, len(imgs), cfg.batch_size):
         t1 = time.perf_counter()
-        idx = np.arange(s, min(n, s + cfg.batch_size))
-        if appearance:
-            idx = idx[keep[idx]]
-            if not len(idx):
-                continue
+        idx = np.arange(s, min(len(imgs), s + cfg.batch_size))
+        idx = idx[keep[idx]]
+        if not len(idx):
+            continue
         a_u8 = np.stack([imgs[i] for i in idx])
         b_u8 = np.stack([imgs[j] for j in partner[idx]])
-        if appearance:
-            self_u8, mix_u8, cyc_u8 = _reconstruct_appearance(mixer, a_u8, np.stack([imgs[j] for j in sibling[idx]]),
-                                                              b_u8)
-        else:
-            self_u8, mix_u8, cyc_u8 = _reconstruct(bundle, a_u8, b_u8)
+        self_u8, mix_u8, cyc_u8 = mixer.reconstruct(a_u8, np.stack([imgs[j] for j in sibling[idx]]), b_u8)
         t2 = time.perf_counter()
         got = {"self": self_u8, "cycle": cyc_u8, "floor": b_u8}
         lp = {kind: lpips_fn(img, a_u8) for kind, img in got.items()} if lpips_fn is not None else {}
@@ -178,22 +178,4 @@ def recon_metrics(model_dir: Path, facts: dict[str, Any], data: Path, cfg: EvalC
                 sheet_rows.append([a_u8[k], b_u8[k], self_u8[k], mix_u8[k], cyc_u8[k]] if cycle_ok
                                   else [a_u8[k], self_u8[k]])
     report.timings.update({"recon:generator": t_gen, "recon:lpips": t_lpips})
-    write_csv(out_dir / "recon_per_image.csv", per)
-    report.files["recon_csv"] = str(out_dir / "recon_per_image.csv")
-    if sheet_rows:
-        own = "self, other photo" if appearance else "self G(a, a)"  # labels fit a 128 px cell
-        recon_sheet(out_dir / "recon_examples.png", sheet_rows,
-                    ["a", "b", own, "mix G(a, b)", "cycle a'"] if cycle_ok else ["a", own])
-        report.files["recon_examples"] = str(out_dir / "recon_examples.png")
-    res: dict[str, Any] = {
-        "model_dir": str(model_dir), "held_out": held_note, "n_images": len(per), "lpips": lpips_note,
-        "psnr_capped": sum(r.get(f"{k}_psnr") == M.PSNR_CAP_DB for r in per for k in ("self", "cycle")),
-    }
-    for kind in KINDS:
-        res[kind] = ({m: M.stats([r[f"{kind}_{m}"] for r in per if f"{kind}_{m}" in r]) for m in QUALITY}
-                     if (kind == "self" or cycle_ok) else None)
-    if not cycle_ok:
-        report.notes.append("recon: only one held-out identity, so no cycle reconstruction (it needs a second person)")
-    if lpips_fn is None:
-        report.warnings.append(lpips_note)
-    return res
+    return per, sheet_rows

@@ -1,13 +1,13 @@
 """``g2g eval``: numbers users can cite about a mix run (OUT) or a model's reassembly (MODEL + DATA).
 
 Metrics (one module each; the method is spelled out there)
-- ``id-sim`` (g2g.eval.identity): identity embedding of each mixed crop vs its
+- ``id-sim`` (g2g.eval.retrieval): identity embedding of each mixed crop vs its
   identity source (the mean embedding of that identity's aligned crops) and vs
   its pose source (the baseline it must beat), in the network's distance (dlib:
   Euclidean, threshold 0.6) and cosine, read against same- and different-person
   distributions of the run's real crops; the share of outputs whose nearest
   identity of the run is the right one.
-- ``id-retrieval`` (g2g.eval.identity): rank of the right identity among all
+- ``id-retrieval`` (g2g.eval.retrieval): rank of the right identity among all
   identities of the run (top-1, top-5, chance level).
 - ``pose`` (g2g.eval.pose): MTCNN 5-point error and yaw/pitch/roll differences
   of the mixed crop vs its pose crop; baseline: the identity crop vs the pose crop.
@@ -29,8 +29,8 @@ Skipped manifest lines (and ok lines whose crop file is gone) are counted and
 reported, never evaluated. Everything is written atomically under the eval out
 dir (default TARGET/eval): report.json, per_image.csv, id_sim_hist.png,
 examples.png, realism_examples.png (recon: recon_per_image.csv,
-recon_examples.png). The identity and realism networks are exported once into
-the user cache (g2g.export.identity, g2g.export.realism).
+recon_examples.png). The identity and realism networks are built once into the
+user cache from dlib's weights, with numpy (g2g.faces.dlib_graph).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from g2g.config import EvalConfig
-from g2g.eval.data import MixRun, load_mix, mixed_crop, model_facts, read_crop
-from g2g.eval.identity import (IDENTITY_NETS, identity_metrics, open_identity_net, parse_nets,
+from g2g.eval.runs import MixRun, load_mix, mixed_crop, model_facts, read_crop
+from g2g.eval.retrieval import (IDENTITY_NETS, identity_metrics, open_identity_net, parse_nets,
                                reference_distributions, trained_against)
 from g2g.eval.plots import examples_sheet, plot_id_hist, write_csv
 from g2g.eval.expression import expression_metrics
@@ -49,9 +49,9 @@ from g2g.eval.pose import pose_metrics
 from g2g.eval.recon import recon_metrics
 from g2g.eval.report import EvalError, EvalReport
 from g2g.bundle import DEFAULT_MODEL_DIR
-from g2g.fsutil import atomic_write_json
-from g2g.preprocess import DEFAULT_ZOOM
-from g2g.detect import MTCNN_MIN_FACE
+from g2g.io.files import atomic_write_json
+from g2g.faces.preprocess import DEFAULT_ZOOM
+from g2g.faces.detect import MTCNN_MIN_FACE
 
 MIX_METRICS = ("id-sim", "id-retrieval", "pose", "expression", "realism")
 METRICS = MIX_METRICS + ("recon",)
@@ -162,7 +162,7 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
     if "id-sim" in report.metrics or "id-retrieval" in report.metrics:
         _identity(run, nets, facts, model_dir, cfg, report, rows, out_dir)
     if "pose" in report.metrics:
-        from g2g.detect import FaceDetector
+        from g2g.faces.detect import FaceDetector
 
         t1 = time.perf_counter()
         detector = FaceDetector(cfg.device, min_face=max(MTCNN_MIN_FACE, run.align.size // 6))

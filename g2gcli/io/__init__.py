@@ -1,0 +1,1 @@
+"""Files: atomic writes and output-folder markers, run-folder manifests, safe photo loading, contact sheets."""

@@ -1,0 +1,108 @@
+"""An output folder: which verb owns it (its marker), and its manifest (append-only JSON lines, the latest line per
+key wins, written files checked by digest). prepare, mix, train and export all claim their folders here.
+
+Every verb that resumes (prepare, mix) keeps one line per unit of work (a source
+photo, a pair). A line is appended only after its files are on disk, written
+atomically with their size and sha256 in the line, so a rerun trusts a unit only
+when its last line says so and its files are still exactly those bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Iterator
+
+from g2g.errors import G2GError
+from g2g.io.files import append_jsonl, atomic_write_text, intact, read_jsonl, repair_jsonl_tail
+
+MANIFEST = "manifest.jsonl"
+
+
+FOLDER_MARKER = ".g2g-folder.json"  # which verb made an output folder
+# what each verb leaves in its folder, for folders made before the marker existed
+VERB_FILES = {"prepare": "prepare_config.json", "mix": "run.json", "train": "checkpoints", "export": "g2g_model.json"}
+STALE_TEMP_S = 600  # a temporary file this old is left by a killed run (live writes take seconds; shards share OUT)
+
+
+def folder_owner(out: Path) -> str | None:
+    """The verb whose output ``out`` holds, or None for a new or foreign folder."""
+    try:
+        verb = json.loads((out / FOLDER_MARKER).read_text()).get("verb")
+        if isinstance(verb, str):
+            return verb
+    except (OSError, ValueError, AttributeError):
+        pass
+    return next((v for v, name in VERB_FILES.items() if (out / name).exists()), None)
+
+
+def claim_output(out: Path, verb: str) -> None:
+    """Make ``out`` ``verb``'s output folder: refuse (one line) a folder another verb made, mark a new one, and remove
+    temporary files that a killed run left behind."""
+    out = Path(out)
+    owner = folder_owner(out) if out.is_dir() else None
+    if owner not in (None, verb):
+        raise G2GError(f"{out} holds the output of g2g {owner}; g2g {verb} writes into a folder of its own: "
+                       "choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / FOLDER_MARKER).exists():
+        atomic_write_text(out / FOLDER_MARKER, json.dumps({"verb": verb}) + "\n")
+    remove_stale_temps(out)
+
+
+def remove_stale_temps(out: Path, older_than: float = STALE_TEMP_S) -> int:
+    """Delete the ``.NAME.*.tmp`` files and ``.export-*`` folders under ``out`` older than ``older_than`` s."""
+    import shutil
+    import time
+
+    now, n = time.time(), 0
+    for root, dirs, files in os.walk(out):
+        for d in [d for d in dirs if d.startswith(".export-")]:
+            if now - os.stat(os.path.join(root, d)).st_mtime > older_than:
+                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+                dirs.remove(d)
+                n += 1
+        for f in files:
+            p = os.path.join(root, f)
+            if f.startswith(".") and f.endswith(".tmp"):
+                try:
+                    if now - os.stat(p).st_mtime > older_than:
+                        os.unlink(p)
+                        n += 1
+                except OSError:
+                    pass
+    return n
+
+
+class Manifest:
+    """``OUT/manifest.jsonl``; ``append`` is thread-safe and writes one line per call to the OS, so processes
+    appending to one manifest (shards) never interleave mid-line."""
+
+    def __init__(self, out: Path, name: str = MANIFEST):
+        self.out = Path(out)
+        self.path = self.out / name
+        self.lock = threading.Lock()
+
+    def repair(self) -> "Manifest":
+        """Cut a last line that a killed run left half-written."""
+        repair_jsonl_tail(self.path)
+        return self
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        with self.lock:
+            for rec in records:
+                append_jsonl(self.path, [rec])
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """Every whole line, oldest first (a torn line is skipped)."""
+        return read_jsonl(self.path)
+
+    def latest(self, key: Callable[[dict[str, Any]], Hashable]) -> dict[Hashable, dict[str, Any]]:
+        """The last line per ``key(line)``: the state after any number of resumes."""
+        return {key(r): r for r in self.lines()}
+
+    def files_intact(self, rec: dict[str, Any], fields: tuple[str, ...] = ("output",)) -> bool:
+        """Every file that ``rec`` names in ``fields`` is still on disk exactly as written (its ``FIELD_digest``)."""
+        return all(rec.get(f) and intact(self.out / rec[f], rec.get(f"{f}_digest")) for f in fields)

@@ -1,0 +1,255 @@
+"""The prepare run: check options and DATA, resume, then photos -> aligned crops in batches.
+
+Decoding runs in a thread pool (``workers``) a few batches ahead of detection;
+the photo-to-crop stage (:func:`g2g.photos.crop_faces`) runs MTCNN on
+``batch_size`` photos at a time; crops are written and their lines appended in
+the main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from g2g import __version__
+from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
+from g2g.errors import G2GError, check_options
+from g2g.io.files import DISK_ERRNOS, atomic_save_image, atomic_write_json, safe_join
+from g2g.io.images import REASONS, LoadedImage, SkipImage, scan_folder
+from g2g.photos import FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, load_photo, output_stems
+from g2g.prepare.preview import write_preview
+from g2g.prepare.records import current_records, is_final, record, rounded
+from g2g.prepare.report import PrepareReport
+from g2g.progress import BatchProgress
+from g2g.io.runfolder import Manifest, claim_output
+
+CONFIG_FILE = "prepare_config.json"
+FORMATS = PREPARE_FORMATS
+# Options whose change would mix two kinds of crops in one DATA folder.
+OUTPUT_KEYS = ("size", "zoom", "faces", "min_face", "min_score", "fmt", "max_pixels")
+
+
+class PrepareError(G2GError):
+    """A problem with the whole run (bad SRC, config mismatch): a one-line user error."""
+
+
+def _check_config(cfg: PrepareConfig) -> FacePolicy:
+    """Refuse option values no run can use (usage errors); the run's face policy."""
+    check_options([
+        (64 <= cfg.size <= 256, f"--size must be between 64 and 256, got {cfg.size}"),
+        (cfg.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
+        (0 < cfg.zoom <= 4, f"zoom must be in (0, 4], got {cfg.zoom}"),
+        (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
+    ], PrepareError)
+    return FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
+
+
+def _config_record(cfg: PrepareConfig) -> dict[str, Any]:
+    return {**asdict(cfg), "template": [list(p) for p in cfg.align().template()], "g2g_version": __version__}
+
+
+def _open_output(out: Path, cfg: PrepareConfig) -> None:
+    """Write DATA/prepare_config.json, or check a previous run's against ``cfg``."""
+    path = out / CONFIG_FILE
+    if path.exists():
+        import json
+
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PrepareError(f"cannot read {path}: {e}") from None
+        new = asdict(cfg)
+        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in OUTPUT_KEYS if k in old and old[k] != new[k]]
+        if diff:
+            raise PrepareError(
+                f"{out} was prepared with other options ({'; '.join(diff)}): rerun with the same options "
+                "to resume, or choose another -o folder"
+            )
+        return
+    atomic_write_json(path, _config_record(cfg))
+
+
+def _prefetch(pool: ThreadPoolExecutor, paths: list[Path], ahead: int, fn) -> Iterator[tuple[Path, Any]]:
+    """Yield (path, fn(path)) in order, keeping at most ``ahead`` decodes in flight (bounded memory)."""
+    it = iter(paths)
+    q: deque[tuple[Path, Future]] = deque((p, pool.submit(fn, p)) for p in islice(it, ahead))
+    while q:
+        p, fut = q.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            q.append((nxt, pool.submit(fn, nxt)))
+        yield p, fut.result()
+
+
+@dataclass
+class _Sources:
+    src: Path
+    out: Path
+    rels: dict[Path, Path]  # every listed file -> its path relative to SRC
+    todo: list[Path]  # image files not done yet
+    stems: dict[Path, Path]  # relative image path -> output path without suffix (unique)
+
+
+def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, report: PrepareReport) -> _Sources:
+    """Scan SRC, resume from the manifest, and record the files that are never opened (not images, hidden)."""
+    images, others, unused = scan_folder(src, exclude=out)
+    if not images:
+        raise PrepareError(f"no images found under {src}" + (f" ({len(others)} non-image files)" if others else ""))
+    claim_output(out, "prepare")
+    _open_output(out, cfg)
+    manifest.repair()
+    current = current_records(manifest.lines())
+    done = {s for s, recs in current.items() if is_final(recs, manifest)}
+    rels = {p: p.relative_to(src) for p in images + others}
+    report.n_sources = len(rels) + len(unused)
+    report.n_resumed = sum(r.as_posix() in done for r in rels.values()) + sum(
+        p.relative_to(src).as_posix() in done for p, _ in unused)
+    report.n_redone = sum(r.as_posix() in current and r.as_posix() not in done for r in rels.values())
+    lines = [record(rels[p], cfg, status="skipped", reason="not-an-image",
+                    message=f"extension {p.suffix or '(none)'!r} is not an image type")
+             for p in others if rels[p].as_posix() not in done]
+    lines += [record(p.relative_to(src), cfg, status="skipped", reason=reason, message=REASONS[reason])
+              for p, reason in unused if p.relative_to(src).as_posix() not in done]
+    manifest.append(lines)
+    report.skipped.update(r["reason"] for r in lines)
+    report.n_processed += len(lines)
+    stems = {Path(r): Path(s) for r, s in output_stems([rels[p].as_posix() for p in images]).items()}
+    return _Sources(src, out, rels, [p for p in images if rels[p].as_posix() not in done], stems)
+
+
+def prepare_folder(
+    src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True, detector=None
+) -> PrepareReport:
+    """Detect, align and write every face photo under ``src`` into ``out``; resumable.
+
+    ``detector`` (a :class:`g2g.faces.detect.FaceDetector`) may be passed to reuse one.
+    Raises :class:`PrepareError` for whole-run problems; per-file problems are
+    manifest lines with a reason.
+    """
+    t_start = time.perf_counter()
+    policy = _check_config(cfg)
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if not src.is_dir():
+        raise PrepareError(f"SRC {src} is not a folder")
+    if out == src:
+        raise PrepareError("-o DATA must differ from SRC")
+    report = PrepareReport(out=out)
+    manifest = Manifest(out)
+    srcs = _sources(src, out, cfg, manifest, report)
+    if srcs.todo and detector is None:
+        try:
+            detector, note = detector_or_cpu(cfg.device, cfg.min_face)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
+        report.device_note = note or ""
+    report.device = getattr(detector, "device", "") or ""
+    report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
+    report.elapsed = time.perf_counter() - t_start
+    current = current_records(manifest.lines())
+    seen = {s: recs[0] for s, recs in current.items()}  # one status per source
+    report.preview = write_preview(src, out, current)
+    report.total_ok = sum(r["status"] == "ok" for r in seen.values())
+    report.total_skipped = Counter(r["reason"] for r in seen.values() if r["status"] != "ok")
+    return report
+
+
+def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: Any, manifest: Manifest,
+              report: PrepareReport, progress: bool) -> dict[str, float]:
+    """Every photo still to do, ``batch_size`` at a time: decode ahead, detect and align, write; -> timings (s)."""
+    timings = Counter({"decode": 0.0, "wait": 0.0, "detect": 0.0, "align_write": 0.0})
+    lock = threading.Lock()
+
+    def load(p: Path) -> LoadedImage | SkipImage:
+        t = time.perf_counter()
+        try:
+            return load_photo(p, cfg.max_pixels, cfg.min_face)
+        finally:
+            with lock:
+                timings["decode"] += time.perf_counter() - t
+
+    template = np.asarray(cfg.align().template())
+    bar = BatchProgress("prepare", "images", len(srcs.todo), enabled=progress)  # after the detector: photos only
+    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-decode")
+    try:
+        stream = _prefetch(pool, srcs.todo, ahead=2 * cfg.batch_size + cfg.workers, fn=load)
+        while True:
+            t = time.perf_counter()
+            chunk = list(islice(stream, cfg.batch_size))
+            timings["wait"] += time.perf_counter() - t
+            if not chunk:
+                break
+            stage: Counter = Counter()
+            photos = crop_faces([r for _, r in chunk], detector, policy, template, cfg.size, cfg.batch_size,
+                                seconds=stage)
+            t = time.perf_counter()
+            lines, n_ok, n_skip = [], 0, 0
+            for (p, _), photo in zip(chunk, photos):
+                recs = _photo_lines(srcs.rels[p], photo, cfg, srcs.stems[srcs.rels[p]], srcs.out)
+                lines += recs
+                if recs[0]["status"] == "ok":
+                    n_ok += 1
+                    report.n_crops += len(recs)
+                else:
+                    n_skip += 1
+                    report.skipped[recs[0]["reason"]] += 1
+            manifest.append(lines)
+            timings["detect"] += stage["detect"]
+            timings["align_write"] += stage["align"] + time.perf_counter() - t
+            report.n_ok += n_ok
+            report.n_processed += len(chunk)
+            bar.advance(n_ok, n_skip)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return dict(timings)
+
+
+def _photo_lines(rel: Path, photo: PhotoFaces, cfg: PrepareConfig, stem: Path, out: Path) -> list[dict[str, Any]]:
+    """Manifest lines of one source photo, writing its crops."""
+    from PIL import Image
+
+    from g2g.faces.align import outside_fraction, transform_points
+    from g2g.faces.landmarks import landmarks68
+
+    loaded = photo.loaded
+    if isinstance(loaded, SkipImage):
+        return [record(rel, cfg, status="skipped", reason=loaded.reason, message=loaded.message)]
+    w, h = loaded.size
+    base: dict[str, Any] = dict(image_size=[w, h], conversions=loaded.conversions)
+    if photo.reason == "detector-error":
+        return [record(rel, cfg, status="skipped", reason=photo.reason, message=photo.message, **base)]
+    faces = photo.faces
+    base["n_faces"] = len(faces)
+    base["n_accepted"] = sum(f.score >= cfg.min_score and f.side >= cfg.min_face for f in faces)
+    if photo.reason is not None:
+        best = max(faces, key=lambda f: f.score, default=None)
+        # the best face where the policy rejected faces; none where there was none or its landmarks were degenerate
+        extra = {} if best is None or photo.reason == "no-face" else \
+            dict(box=rounded(best.box), landmarks=rounded(best.landmarks), score=float(best.score))
+        return [record(rel, cfg, status="skipped", reason=photo.reason, message=photo.message, **base, **extra)]
+    recs = []
+    for k, (face, crop, M) in enumerate(photo.crops):
+        name = stem.with_name(f"{stem.name}_{k}") if cfg.faces == "all" else stem
+        out_rel = name.with_name(name.name + "." + cfg.fmt)  # not with_suffix: a stem may hold dots
+        try:
+            written = atomic_save_image(safe_join(out, out_rel), Image.fromarray(crop))
+        except OSError as e:
+            if e.errno in DISK_ERRNOS:  # the disk, not the photo: stop here with one line; a rerun resumes
+                raise
+            return [record(rel, cfg, status="skipped", reason="write-error", message=f"{type(e).__name__}: {e}", **base)]
+        recs.append(record(
+            rel, cfg, status="ok", face_index=k, box=rounded(face.box), landmarks=rounded(face.landmarks),
+            crop_landmarks=rounded(transform_points(M, face.landmarks)),
+            crop_landmarks68=rounded(landmarks68(crop, cfg.zoom)[0], 1), score=float(face.score),
+            affine=M.tolist(), outside=round(outside_fraction((h, w), M, cfg.size), 4),
+            output=out_rel.as_posix(), output_digest=written, **base,
+        ))
+    return recs
