@@ -7,7 +7,7 @@
     python bench/device_kit.py bench MODEL_DIR OUT.json   # decode throughput: PyTorch eager (CUDA, CPU), ONNX Runtime
 
 ``pack`` turns a ``g2g prepare`` folder into ONE folder that one ``device`` call carries (64 MiB with the working
-tree, checked here before anything is sent), so that a lent GPU's first call already trains:
+tree, checked here before anything is sent), so that a remote GPU's first command already trains:
 
 - the training people's crops at ``--size`` as WebP, with a manifest that keeps their 5 and 68 landmarks, so the
   device runs no detector and no dlib;

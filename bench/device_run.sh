@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run kit: ONE device call, from the repo root, turns a lent GPU's minutes into a model and GPU figures.
+# The GPU run kit: ONE command on a remote GPU machine, from the repo root, turns its minutes into a model and GPU figures.
 #
 #   here:    python bench/device_kit.py pack DATA --split bench/default_model_split.json   # -> .device/carry (checked)
 #   device:  run(command="bash bench/device_run.sh --minutes 7", carry=[".device/carry"], timeout_s=600)

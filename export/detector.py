@@ -9,7 +9,8 @@ anything is written; then the three files and ``SHA256SUMS`` are written
 atomically into ``g2g/assets/mtcnn`` (``SHA256SUMS`` last), where
 :mod:`g2g.faces.mtcnn` finds them. The input convention (pixel mean and scale,
 crop side) travels in each file's ``metadata_props``. The export is deterministic:
-two runs with the same torch and onnx write byte-identical files.
+two runs with the same torch and onnx write byte-identical files, wherever they are installed (the nodes'
+Python stack traces, which name this machine's paths, are dropped).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ OUTPUT_DOC = {
     "prob": "softmax (not face, face)",
     "landmarks": "5 points, x1..x5 then y1..y5, in box-size units",
 }
+
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # dropped, so the files do not depend on where packages are installed
 
 
 def load_net(name: str) -> torch.nn.Module:
@@ -90,6 +94,11 @@ def export_net(name: str, net: torch.nn.Module) -> bytes:
         torch.onnx.export(net, (example,), str(raw), input_names=["image"], output_names=list(outputs),
                           dynamic_shapes={"x": dims}, opset_version=OPSET, dynamo=True, external_data=False)
         model = onnx.load(str(raw))
+    for node in model.graph.node:  # torch records each node's Python stack: file paths of this machine's install
+        keep = [(p.key, p.value) for p in node.metadata_props if p.key != STACK_TRACE]
+        del node.metadata_props[:]
+        for key, value in keep:
+            node.metadata_props.add(key=key, value=value)
     del model.metadata_props[:]
     for key, value in _metadata(name).items():
         model.metadata_props.add(key=key, value=value)

@@ -68,6 +68,10 @@ def _check_parts_agree(root: Path, meta: dict[str, Any], sessions: dict[str, Ses
     """The facts every part carries in its own metadata (written by export, covered by the files' sha256) must be
     g2g_model.json's, and the content encoder's input side must be the model's image size."""
     for part, info in sessions.items():
+        role = info.session.get_modelmeta().custom_metadata_map.get("g2g_part")
+        if role is not None and role != part:
+            raise BundleError(f"{part}.onnx in {root} is the model's {role} (its own metadata says so): the parts are "
+                              "swapped or renamed; re-export or re-copy the model folder")
         embedded = info.session.get_modelmeta().custom_metadata_map.get("g2g")
         if embedded is None:
             continue

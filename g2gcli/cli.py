@@ -273,6 +273,7 @@ def mix(
     shard: str = typer.Option("1/1", help="i/n: do only the i-th of n deterministic parts of the plan (run n processes or machines)."),
     device: str = typer.Option("auto", help="auto (CUDA when usable), cpu, cuda, cuda:N; the providers really used are reported."),
     strict: bool = _flag(False, "--strict", help="Exit with status 1 when anything was skipped."),
+    wait: bool = _flag(False, "--wait", help="Another g2g mix is writing OUT (the same shard): wait for it to finish, then resume, instead of stopping."),
     faces: Literal[MIX_FACE_POLICIES] = typer.Option("largest", help="Photos with several faces: largest (mix the biggest) or skip-multiple."),
     min_face: int = typer.Option(40, help="Ignore faces whose box is smaller than this, px in the photo."),
     min_score: float = typer.Option(0.95, help="Ignore faces whose MTCNN probability is below this."),
@@ -288,7 +289,7 @@ def mix(
     from g2g.mix import mix_folders
 
     cfg = MixConfig(method=method, size=_side(size), pairs=pairs, per_pose=per_pose, seed=seed, batch_size=batch_size, crop_only=crop_only, aligned=aligned,
-                    grid=grid, shard=shard, device=device, strict=strict, faces=faces, min_face=min_face,
+                    grid=grid, shard=shard, device=device, strict=strict, wait=wait, faces=faces, min_face=min_face,
                     min_score=min_score, feather=feather, workers=workers, fmt=fmt, keep_mouth=keep_mouth,
                     fixes=fixes)
     report = mix_folders(poses, ids, out, cfg, model_dir=model)

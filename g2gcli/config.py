@@ -207,6 +207,7 @@ class MixConfig:
     shard: str = "1/1"  # i/n: this process's share of the plan
     device: str = "auto"
     strict: bool = False  # any skip makes a non-zero exit
+    wait: bool = False  # another run writing the same OUT and shard: wait for it (else stop with one line)
     faces: str = "largest"
     min_face: int = 40
     min_score: float = 0.95

@@ -87,7 +87,7 @@ def build_plan(poses: list[str], identities: dict[str, list[str]], pairs: str = 
             raise PairingError("--pairs by-name: no pose matches an identity name (pose folder or file stem)")
     elif pairs == "random":
         if per_pose < 1:
-            raise PairingError(f"--per-pose must be at least 1, got {per_pose}")
+            raise PairingError(f"--per-pose must be at least 1, got {per_pose}", usage=True)
         k = min(per_pose, len(names))
         if per_pose > len(names):
             notes.append(f"random: --per-pose {per_pose} > {len(names)} identities; using {k}")
@@ -99,7 +99,7 @@ def build_plan(poses: list[str], identities: dict[str, list[str]], pairs: str = 
     elif pairs.lower().endswith(".csv") or Path(pairs).is_file():
         plan = read_pairs_csv(Path(pairs), poses, names)
     else:
-        raise PairingError(f"--pairs must be one of {', '.join(MODES)} or a pairs CSV file, got {pairs!r}")
+        raise PairingError(f"--pairs must be one of {', '.join(MODES)} or a pairs CSV file, got {pairs!r}", usage=True)
     return Plan(poses, identities, _group_by_pose(plan), pairs if pairs in MODES else "csv", notes)
 
 
@@ -142,9 +142,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in str(text).split("/"))
     except ValueError:
-        raise PairingError(f"--shard must look like i/n (e.g. 2/8), got {text!r}") from None
+        raise PairingError(f"--shard must look like i/n (e.g. 2/8), got {text!r}", usage=True) from None
     if not (n >= 1 and 1 <= i <= n):
-        raise PairingError(f"--shard {text}: need 1 <= i <= n")
+        raise PairingError(f"--shard {text}: need 1 <= i <= n", usage=True)
     return i, n
 
 
@@ -155,7 +155,7 @@ def shard(pairs: list[tuple[str, str]], i: int, n: int) -> list[tuple[str, str]]
     A pose whose pairs start at index s goes to shard ``s * n // len(pairs) + 1``.
     """
     if not (n >= 1 and 1 <= i <= n):
-        raise PairingError(f"shard {i}/{n}: need 1 <= i <= n")
+        raise PairingError(f"shard {i}/{n}: need 1 <= i <= n", usage=True)
     total = len(pairs)
     out: list[tuple[str, str]] = []
     start, owner = 0, 1

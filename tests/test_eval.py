@@ -417,3 +417,17 @@ def test_a_damaged_lpips_file_is_rebuilt(lpips_xdg, tmp_path, monkeypatch):
     np.testing.assert_allclose(fn(x, x[::-1]), ref(x, x[::-1]), rtol=0, atol=1e-6)
     lpips.cached_lpips_onnx(64, cache_dir=cache)
     assert len(runs) == 1  # intact now: not exported again
+
+
+def test_a_paste_run_is_not_warned_about_the_network_a_model_was_trained_against(crops, tmp_path):
+    """A mix made without a model has no training to warn about; a run that names no method still gets the warning."""
+    from g2g.eval import evaluate
+
+    good_out, _ = _good_and_swapped(crops, tmp_path)
+    unknown = evaluate(good_out, ["id-sim"], _cfg(tmp_path / "u"))
+    assert any("trained against" in w for w in unknown.warnings)
+    run = json.loads((good_out / "run.json").read_text())
+    (good_out / "run.json").write_text(json.dumps({**run, "method": "expression-paste"}))
+    paste = evaluate(good_out, ["id-sim"], _cfg(tmp_path / "p"))
+    assert not any("trained against" in w for w in paste.warnings), paste.warnings
+    assert paste.networks[0]["trained_against"] is False and "not trained" in paste.networks[0]["training"]

@@ -113,6 +113,39 @@ def test_bundle_metadata_edits_are_refused_before_any_output(tmp_path):
         open_bundle(m)
 
 
+
+def test_a_bundle_with_swapped_parts_is_one_line_before_any_output(tmp_path, prepared_small):
+    """Parts renamed into each other's roles, with every checksum redone to match, are caught by each part's own
+    metadata: exit 3 with one line, and no OUT folder."""
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from g2g.bundle import META_FILE, default_model_dir
+    from g2g.cli import app
+
+    m = tmp_path / "model"
+    shutil.copytree(default_model_dir(), m)
+    (m / "content_encoder.onnx").rename(m / "tmp.onnx")
+    (m / "class_encoder.onnx").rename(m / "content_encoder.onnx")
+    (m / "tmp.onnx").rename(m / "class_encoder.onnx")
+    meta = json.loads((m / META_FILE).read_text())
+    for name in meta["files"]:
+        if name.endswith(".onnx"):
+            meta["files"][name] = hashlib.sha256((m / name).read_bytes()).hexdigest()
+    text = json.dumps(meta)
+    (m / META_FILE).write_text(text)
+    resum_bundle(m, text)
+    lines = [ln for ln in (m / "SHA256SUMS").read_text().splitlines() if ln.endswith(META_FILE)]
+    (m / "SHA256SUMS").write_text("".join(f"{hashlib.sha256((m / n).read_bytes()).hexdigest()}  {n}\n"
+                                          for n in meta["files"] if n.endswith(".onnx")) + "\n".join(lines) + "\n")
+    poses, ids = crop_folders(tmp_path, prepared_small, 2)
+    res = CliRunner().invoke(app, ["mix", str(poses), str(ids), "-o", str(tmp_path / "out"), "--model", str(m),
+                                   "--aligned", "--device", "cpu"])
+    cli_error(res, 3, "content_encoder.onnx in")
+    assert "swapped" in res.output and not (tmp_path / "out").exists()
+
+
 def test_every_file_under_src_gets_a_line_or_is_followed(tmp_path, raw_small):
     from g2g.config import PrepareConfig
     from g2g.prepare import prepare_folder, read_manifest
@@ -175,3 +208,90 @@ def test_mix_onto_a_full_disk_and_export_into_a_run_folder_are_one_line(tmp_path
 
     with pytest.raises(G2GError, match="g2g train"):  # export checks the folder before writing a file
         claim_output(run, "export")
+
+
+def test_bad_plan_options_are_usage_errors_and_a_mix_of_faceless_identities_exits_3(tmp_path, raw_small):
+    """--shard 3/2 and --per-pose 0 are bad option values (exit 2); a mix where no identity photo has a face wrote
+    nothing and says so in one line (exit 3), with every pair recorded as skipped."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    person = sorted(p for p in raw_small.iterdir() if p.is_dir())[0]
+    poses, ids = tmp_path / "poses", tmp_path / "ids"
+    poses.mkdir()
+    shutil.copy(sorted(person.glob("*.jpg"))[0], poses / "p.jpg")
+    (ids / "nobody").mkdir(parents=True)
+    Image.new("RGB", (160, 160), (120, 120, 120)).save(ids / "nobody" / "grey.jpg")
+    run = CliRunner()
+    base = ["mix", str(poses), str(ids), "--size", "64", "--device", "cpu"]
+    cli_error(run.invoke(app, [*base, "-o", str(tmp_path / "o1"), "--shard", "3/2"]), 2, "--shard")
+    cli_error(run.invoke(app, [*base, "-o", str(tmp_path / "o2"), "--pairs", "random", "--per-pose", "0"]), 2,
+              "--per-pose")
+    cli_error(run.invoke(app, [*base, "-o", str(tmp_path / "o3")]), 3, "no identity photo had a usable face")
+    lines = [json.loads(ln) for ln in (tmp_path / "o3" / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["reason"]) for r in lines] == [("skipped", "no-face")]
+
+
+def test_a_second_mix_into_one_out_stops_or_waits_while_shards_run_side_by_side(tmp_path, prepared_small):
+    """While a run holds OUT (same shard), a second one stops with one line (exit 3) and writes nothing; --wait
+    starts it once the first is done; another shard of the plan runs at the same time; a lock left by a process
+    that died is no lock."""
+    import subprocess
+    import sys
+    import threading
+
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+    from g2g.io.runfolder import claim_output, run_lock
+
+    poses, ids = crop_folders(tmp_path, prepared_small, 2)
+    out = tmp_path / "out"
+    args = ["mix", str(poses), str(ids), "-o", str(out), "--aligned", "--method", "paste", "--device", "cpu"]
+    claim_output(out, "mix")
+    with run_lock(out, "mix shard 1/1"):
+        cli_error(CliRunner().invoke(app, args), 3, "another g2g mix shard 1/1 is writing")
+        assert not (out / "manifest.jsonl").exists()
+        res = CliRunner().invoke(app, [*args, "--shard", "2/2"])  # another shard: not held up
+        assert res.exit_code == 0, res.output
+    shard2 = (out / "manifest.jsonl").read_text().splitlines()
+    held = threading.Event()
+
+    def first_run() -> None:  # holds the lock for a second, as a run would, then finishes
+        with run_lock(out, "mix shard 1/1"):
+            held.set()
+            time.sleep(1.0)
+
+    t = threading.Thread(target=first_run)
+    t.start()
+    held.wait()
+    res = CliRunner().invoke(app, [*args, "--wait"])
+    t.join()
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    keys = [(r["pose"], r["identity"]) for r in lines]
+    assert len(keys) == len(set(keys)) == 4 and len(shard2) == 2  # every pair once: shard 2's two, then the rest
+    code = "import os, sys; from g2g.io.runfolder import run_lock\nwith run_lock(sys.argv[1], 'mix shard 1/1'):\n" \
+           "    os._exit(9)  # dies holding it\n"
+    assert subprocess.run([sys.executable, "-c", code, str(out)]).returncode == 9
+    res = CliRunner().invoke(app, args)  # the dead process's lock is gone with it: a resume with nothing to do
+    assert res.exit_code == 0 and len((out / "manifest.jsonl").read_text().splitlines()) == 4, res.output
+
+
+def test_a_second_prepare_into_one_data_folder_stops_before_any_work(tmp_path, raw_small):
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+    from g2g.io.runfolder import claim_output, run_lock
+
+    src, data = tmp_path / "src", tmp_path / "data"
+    shutil.copytree(raw_small / sorted(os.listdir(raw_small))[0], src / "p")
+    claim_output(data, "prepare")
+    args = ["prepare", str(src), "-o", str(data), "--size", "64", "--device", "cpu"]
+    with run_lock(data, "prepare"):
+        line = cli_error(CliRunner().invoke(app, args), 3, "another g2g prepare is writing")
+        assert "--wait" not in line and not (data / "manifest.jsonl").exists()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and (data / "manifest.jsonl").exists(), res.output

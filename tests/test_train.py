@@ -387,3 +387,45 @@ def test_sigterm_checkpoints_and_exits_130(tiny_data, tmp_path):
     assert proc.returncode == 130, err
     ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
     assert ckpts and int(ckpts[-1].stem.split("_")[1]) >= 1  # the interrupted step's checkpoint, not the 100000th
+
+
+@pytest.mark.parametrize("option", [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--delta", "inf"),
+                                    ("--alpha", "nan"), ("--zeta", "-inf")])
+def test_non_finite_or_negative_numbers_are_usage_errors_before_anything_is_written(tiny_data, tmp_path, option):
+    from typer.testing import CliRunner
+
+    from conftest import cli_error
+    from g2g.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32",
+                                 "--steps", "1", "--workers", "0", *option])
+    cli_error(r, 2, "")
+    assert not run.exists()  # refused before the run folder is made
+
+
+def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path,
+                                                                                        monkeypatch):
+    """From step 3 on the generator's loss is NaN (an exploding run): the run stops with one line before that update,
+    step 2's checkpoint is the last one, and its weights are finite."""
+    from g2g.train import TrainError
+    from g2g.train.checkpoint import load_generator
+    from g2g.train.recipes.funit import FunitRecipe
+
+    real = FunitRecipe.generator_losses
+
+    def exploding(self, trainer, batch, step):
+        total, terms, extra = real(self, trainer, batch, step)
+        if step >= 2:
+            terms["cyc"] = terms["cyc"] * float("nan")
+            total = total + terms["cyc"]
+        return total, terms, extra
+
+    monkeypatch.setattr(FunitRecipe, "generator_losses", exploding)
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match=r"step 3: the loss became non-finite \(cyc\)"):
+        train(tiny_data, run, tiny_cfg(size=32, steps=5, alpha_vgg=0.0, delta_id=0.0, checkpoint_every=1),
+              progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_00000001.pt", "step_00000002.pt"]
+    gen, _, state = load_generator(run)
+    assert state["step"] == 2 and all(torch.isfinite(p).all() for p in gen.parameters())

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import torch
@@ -75,8 +76,23 @@ def validate(cfg: TrainConfig) -> None:
         (min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) >= 1, "--checkpoint-every/--sample-every must be >= 1"),
         (all(w >= 0 for w in (cfg.alpha_vgg, cfg.gamma_cyc, cfg.lambda_adv, cfg.delta_id, cfg.zeta_dis, cfg.self_recon,
                               cfg.id_start)), "loss weights must be >= 0"),
+        (cfg.lr_gen > 0 and cfg.lr_dis > 0, f"--lr must be > 0, got {cfg.lr_gen:g}"),
     ]
+    bad = [(f.name, getattr(cfg, f.name)) for f in fields(cfg)
+           if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))]
+    checks.insert(0, (not bad, f"every number must be finite: {', '.join(f'{k} = {v}' for k, v in bad)}"))
     check_options(checks, TrainError)
+
+
+def _refuse_non_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    """Stop before an update that would write NaN or inf into the weights: the last checkpoint stays the last good
+    state, and the message names the terms that went wrong."""
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+    raise TrainError(f"step {step + 1}: the loss became non-finite ({', '.join(bad) or 'total'}); stopped before the "
+                     "update, so no NaN weights were saved: the last checkpoint is the last good state (lower --lr "
+                     "or the loss weights, then train again or --resume)")
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------------
@@ -187,6 +203,7 @@ class CrossTrainer:
         t = time.perf_counter()
         total, terms, extra = self.recipe.generator_losses(self, batch, step)
         t = self._lap("forward_g", t)
+        _refuse_non_finite(total, terms, step)
         self._descend(total, self.opt_g)
         ema_update(self.ema, self.gen, ema_beta(step, cfg.ema_beta))
         t = self._lap("backward_g", t)
@@ -200,6 +217,7 @@ class CrossTrainer:
         l_real, l_fake = L.d_gan_loss(logits[: len(x)], logits[len(x):], cfg.gan_loss)
         l_dis = L.discriminator_loss(l_real, l_fake, cfg.zeta_dis)
         t = self._lap("forward_d", t)
+        _refuse_non_finite(l_dis, {"d_real": l_real, "d_fake": l_fake}, step)
         self._descend(l_dis, self.opt_d)
         self.scaler.update()
         self._lap("backward_d", t)

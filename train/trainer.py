@@ -333,6 +333,9 @@ class _Loop:
     def save(self, step: int) -> Path:
         """checkpoints/step_XXXXXXXX.pt, and last.pt pointing at it."""
         path = self.ckpt_dir / f"step_{step:08d}.pt"
+        if not all(bool(torch.isfinite(p).all()) for p in self.trainer.gen.parameters()):
+            raise TrainError(f"step {step}: the generator's weights are no longer finite; not saving them (the last "
+                             "checkpoint is the last good state: lower --lr and train again or --resume)")
         save_checkpoint(path, self.trainer.state(step, self.extra_state))
         _link_last(path, self.ckpt_dir / "last.pt")
         return path

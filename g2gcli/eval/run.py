@@ -49,6 +49,7 @@ from g2g.eval.pose import pose_metrics
 from g2g.eval.recon import recon_metrics
 from g2g.eval.report import EvalError, EvalReport
 from g2g.bundle import DEFAULT_MODEL_DIR
+from g2g.methods import BASELINES
 from g2g.io.files import atomic_write_json
 from g2g.faces.preprocess import DEFAULT_ZOOM
 from g2g.faces.detect import MTCNN_MIN_FACE
@@ -113,7 +114,10 @@ def _identity(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_
               report: EvalReport, rows: dict[int, dict[str, Any]], out_dir: Path) -> None:
     """id-sim and id-retrieval with each network; the first one's histogram and example sheet."""
     trained_net, trained_why = trained_against(facts)
-    if trained_net is None and facts is None:
+    method = run.run.get("method")
+    if run.model_dir is None and method in BASELINES:  # a paste method: there is no model and no training
+        trained_net, trained_why = None, f"no model ({method} is not trained)"
+    elif trained_net is None and facts is None:
         report.warnings.append(f"cannot tell which identity network the model was trained against "
                                f"({trained_why}); dlib is the trainer's default")
     for name in nets:

@@ -31,7 +31,7 @@ from g2g.mix.sources import Aligner
 from g2g.pairing import Plan, build_plan, group_identities, parse_shard, shard
 from g2g.photos import FacePolicy, output_stems
 from g2g.progress import BatchProgress
-from g2g.io.runfolder import Manifest, claim_output
+from g2g.io.runfolder import MANIFEST, Manifest, claim_output, run_lock
 from g2g.runtime import DeviceError
 
 RUN_FILE = "run.json"
@@ -108,7 +108,6 @@ def _inputs(poses: Path, ids: Path, out: Path) -> _Inputs:
 
 def _write_run_file(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, shard_of: str, n_pairs: int,
                     model_sha: str, set_sha: str) -> None:
-    claim_output(inp.out, "mix")
     atomic_write_json(inp.out / RUN_FILE, {
         "poses_root": str(inp.poses), "ids_root": str(inp.ids),
         "method": mixer.name, "model_dir": str(mixer.root.resolve()) if mixer.root else None,
@@ -148,14 +147,21 @@ def mix_folders(
     if cfg.aligned and not cfg.crop_only:
         report.notes.append("--aligned: poses are crops, so outputs are mixed crops (nothing to paste back into)")
     model_sha, set_sha = mixer.sha256, settings_sha256(cfg, mixer)
-    _write_run_file(inp, cfg, mixer, plan, f"{i}/{n}", len(pairs), model_sha, set_sha)
-    manifest = Manifest(inp.out).repair()
-    todo = pending(manifest, pairs, model_sha, set_sha)
-    report.resumed = len(pairs) - len(todo)
-    bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
-    _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
-    if cfg.grid:
-        report.grid = write_grid(inp.out, pairs, cfg.grid_max, mixer.align.size)
+    claim_output(inp.out, "mix")
+    with run_lock(inp.out, f"mix shard {i}/{n}", cfg.wait):  # shards of one plan run side by side
+        _write_run_file(inp, cfg, mixer, plan, f"{i}/{n}", len(pairs), model_sha, set_sha)
+        manifest = Manifest(inp.out).repair()
+        todo = pending(manifest, pairs, model_sha, set_sha)
+        report.resumed = len(pairs) - len(todo)
+        bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
+        _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
+        if todo and not (report.written or report.resumed or report.identities_encoded):  # all skipped: exit 3
+            why = ", ".join(f"{count} {reason}" for (role, reason), count in sorted(report.bad_sources.items())
+                            if role == "identity")
+            raise MixError(f"nothing was mixed: no identity photo had a usable face ({why or 'none readable'}); "
+                           f"{len(todo)} pair(s) recorded as skipped in {MANIFEST}")
+        if cfg.grid:
+            report.grid = write_grid(inp.out, pairs, cfg.grid_max, mixer.align.size)
     report.elapsed = time.perf_counter() - t_start
     return report
 

@@ -29,7 +29,7 @@ from g2g.prepare.preview import write_preview
 from g2g.prepare.records import current_records, is_final, record, rounded
 from g2g.prepare.report import PrepareReport
 from g2g.progress import BatchProgress
-from g2g.io.runfolder import Manifest, claim_output
+from g2g.io.runfolder import Manifest, claim_output, run_lock
 
 CONFIG_FILE = "prepare_config.json"
 FORMATS = PREPARE_FORMATS
@@ -144,20 +144,21 @@ def prepare_folder(
     report = PrepareReport(out=out)
     manifest = Manifest(out)
     srcs = _sources(src, out, cfg, manifest, report)
-    if srcs.todo and detector is None:
-        try:
-            detector, note = detector_or_cpu(cfg.device, cfg.min_face)
-        except ValueError as e:
-            raise PrepareError(str(e)) from None
-        report.device_note = note or ""
-    report.device = getattr(detector, "device", "") or ""
-    report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
-    report.elapsed = time.perf_counter() - t_start
-    current = current_records(manifest.lines())
-    seen = {s: recs[0] for s, recs in current.items()}  # one status per source
-    report.preview = write_preview(src, out, current)
-    report.total_ok = sum(r["status"] == "ok" for r in seen.values())
-    report.total_skipped = Counter(r["reason"] for r in seen.values() if r["status"] != "ok")
+    with run_lock(out, "prepare"):  # a second prepare into DATA stops here, before any work
+        if srcs.todo and detector is None:
+            try:
+                detector, note = detector_or_cpu(cfg.device, cfg.min_face)
+            except ValueError as e:
+                raise PrepareError(str(e)) from None
+            report.device_note = note or ""
+        report.device = getattr(detector, "device", "") or ""
+        report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
+        report.elapsed = time.perf_counter() - t_start
+        current = current_records(manifest.lines())
+        seen = {s: recs[0] for s, recs in current.items()}  # one status per source
+        report.preview = write_preview(src, out, current)
+        report.total_ok = sum(r["status"] == "ok" for r in seen.values())
+        report.total_skipped = Counter(r["reason"] for r in seen.values() if r["status"] != "ok")
     return report
 
 
