@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from g2g.config import PAIR_MODES
-from g2g.photos import identity_of
+from g2g.photos import identity_names
 from g2g.errors import G2GError
 
 MODES = PAIR_MODES
@@ -50,9 +50,10 @@ class Plan:
 
 def group_identities(rels: list[str]) -> dict[str, list[str]]:
     """Identity name -> its sources, both sorted."""
+    names = identity_names(rels)
     out: dict[str, list[str]] = {}
     for r in sorted(rels):
-        out.setdefault(identity_of(r), []).append(r)
+        out.setdefault(names[r], []).append(r)
     return dict(sorted(out.items()))
 
 

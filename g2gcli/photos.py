@@ -9,8 +9,9 @@ Torch is imported only when a detector is built.
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,40 @@ def identity_of(rel: str | Path) -> str:
     return parts[0] if len(parts) > 1 else Path(rel).stem
 
 
+def identity_names(rels: list[str]) -> dict[str, str]:
+    """Each source's identity (:func:`identity_of`), made injective: a flat photo whose stem is also a folder's name
+    or another flat photo's stem is its own identity under its file name (``alice.jpg``), never merged with them;
+    names that differ only in case are told apart as :func:`unique_names` does."""
+    folders = {identity_of(r).casefold() for r in rels if len(Path(r).parts) > 1}
+    flat = Counter(Path(r).stem.casefold() for r in rels if len(Path(r).parts) == 1)
+    raw = {r: (Path(r).name if len(Path(r).parts) == 1 and (Path(r).stem.casefold() in folders
+                                                              or flat[Path(r).stem.casefold()] > 1) else identity_of(r))
+           for r in rels}
+    unique = unique_names({name: name for name in raw.values()})
+    return {r: unique[name] for r, name in raw.items()}
+
+
+def unique_names(names: dict[str, str]) -> dict[str, str]:
+    """``key -> name`` made injective, also where the file system ignores case: each of the keys that share a name
+    (casefolded) gets ``name~<8 hex digits of its key's sha256>``, so two inputs never write one output, and the
+    same inputs always get the same names."""
+    while True:
+        count = Counter(n.casefold() for n in names.values())
+        if all(c == 1 for c in count.values()):
+            return names
+        names = {k: n if count[n.casefold()] == 1 else f"{n}~{hashlib.sha256(k.encode()).hexdigest()[:8]}"
+                 for k, n in names.items()}
+
+
 def output_stems(rels: list[str]) -> dict[str, str]:
-    """Each relative path without its suffix; ``<stem>_<ext>`` where two files differ only in extension."""
+    """Each relative path without its suffix; ``<stem>_<ext>`` where two files differ only in extension; unique
+    (:func:`unique_names`)."""
     seen = Counter(Path(r).with_suffix("").as_posix() for r in rels)
     out = {}
     for r in rels:
         base = Path(r).with_suffix("").as_posix()
         out[r] = base if seen[base] == 1 else f"{base}_{Path(r).suffix.lstrip('.').lower()}"
-    return out
+    return unique_names(out)
 
 
 def load_photo(path: Path, max_pixels: int, min_side: int) -> LoadedImage | SkipImage:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -295,3 +296,173 @@ def test_a_second_prepare_into_one_data_folder_stops_before_any_work(tmp_path, r
         assert "--wait" not in line and not (data / "manifest.jsonl").exists()
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and (data / "manifest.jsonl").exists(), res.output
+
+
+def test_output_and_identity_names_never_collide(tmp_path, raw_small):
+    """Inputs whose names would map to one output (x.jpg and x.JPG; pose p__q with identity r and pose p with
+    identity q__r) get distinct files, and a photo alice.jpg beside a folder alice/ is not merged into that person;
+    reruns keep every name (nothing redone)."""
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    people = sorted(p for p in raw_small.iterdir() if p.is_dir())
+    photos = [f for person in people[:3] for f in sorted(person.glob("*.jpg"))[:2]]
+    src = tmp_path / "src"
+    (src / "alice").mkdir(parents=True)
+    shutil.copy(photos[0], src / "alice" / "1.jpg")
+    shutil.copy(photos[2], src / "alice.jpg")
+    shutil.copy(photos[3], src / "x.jpg")
+    shutil.copy(photos[4], src / "x.JPG")
+    run = CliRunner()
+    data = tmp_path / "data"
+    args = ["prepare", str(src), "-o", str(data), "--size", "64", "--device", "cpu"]
+    assert run.invoke(app, args).exit_code == 0
+    ok = [r for r in map(json.loads, (data / "manifest.jsonl").read_text().splitlines()) if r["status"] == "ok"]
+    assert len(ok) == 4 and len({r["output"].casefold() for r in ok}) == 4, [r["output"] for r in ok]
+    by_source = {r["source"]: r for r in ok}
+    assert by_source["alice/1.jpg"]["identity"] == "alice" and by_source["alice.jpg"]["identity"] == "alice.jpg"
+    assert (data / by_source["x.jpg"]["output"]).read_bytes() != (data / by_source["x.JPG"]["output"]).read_bytes()
+    again = json.loads(run.invoke(app, [*args, "--json"]).stdout)
+    assert again["n_resumed"] == 4 and again["n_processed"] == 0
+
+    poses, ids = tmp_path / "poses", tmp_path / "ids"
+    poses.mkdir()
+    shutil.copy(photos[0], poses / "p.jpg")
+    shutil.copy(photos[1], poses / "p__q.jpg")
+    for name, f in (("r", photos[2]), ("q__r", photos[4])):
+        (ids / name).mkdir(parents=True)
+        shutil.copy(f, ids / name / "a.jpg")
+    out = tmp_path / "out"
+    margs = ["mix", str(poses), str(ids), "-o", str(out), "--method", "paste", "--size", "64", "--device", "cpu"]
+    assert run.invoke(app, margs).exit_code == 0
+    lines = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    outputs = [r["output"] for r in lines if r["status"] == "ok"]
+    assert len(outputs) == 4 and len(set(outputs)) == 4 and all((out / o).is_file() for o in outputs), outputs
+    assert len({r["mixed_crop"] for r in lines}) == 4
+    assert json.loads(run.invoke(app, [*margs, "--json"]).stdout)["written"] == 0  # a rerun finds every name again
+
+
+def test_names_near_the_file_system_limit_are_written_or_skipped_never_fatal(tmp_path, raw_small):
+    """A 245-byte photo name is prepared and mixed (the temporary file's name no longer grows with it); a pair whose
+    output name would pass 255 bytes is a skipped pair with its reason, and the run goes on."""
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    photos = sorted(sorted(p for p in raw_small.iterdir() if p.is_dir())[0].glob("*.jpg"))
+    src = tmp_path / "src"
+    src.mkdir()
+    long, longer = "a" * 241 + ".jpg", "b" * 251 + ".jpg"  # 245 and 255 bytes
+    shutil.copy(photos[0], src / long)
+    shutil.copy(photos[1], src / longer)
+    run = CliRunner()
+    res = run.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "data"), "--size", "64", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    ok = {r["source"] for r in map(json.loads, (tmp_path / "data" / "manifest.jsonl").read_text().splitlines())
+          if r["status"] == "ok"}
+    assert ok == {long, longer}
+    ids = tmp_path / "ids"
+    (ids / "someone").mkdir(parents=True)
+    shutil.copy(photos[2], ids / "someone" / "x.jpg")
+    out = tmp_path / "out"
+    res = run.invoke(app, ["mix", str(src), str(ids), "-o", str(out), "--method", "paste", "--size", "64",
+                           "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    lines = {r["pose"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert lines[long]["status"] == "ok" and (out / lines[long]["output"]).is_file()
+    assert (lines[longer]["status"], lines[longer]["reason"]) == ("skipped", "write-error")
+    assert "File name too long" in lines[longer]["message"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+def test_a_fifo_and_an_unlistable_folder_in_src_get_a_line_each_and_nothing_hangs(tmp_path, raw_small, monkeypatch):
+    """A FIFO named like a photo is never opened (the preview used to block on it forever) and an unlistable folder
+    is a counted line, not silence."""
+    import subprocess
+    import sys
+
+    from g2g.config import PrepareConfig
+    from g2g.prepare import prepare_folder
+
+    src = tmp_path / "src"
+    shutil.copytree(raw_small / sorted(os.listdir(raw_small))[0], src / "p")
+    os.mkfifo(src / "p" / "pipe.jpg")
+    code = "import sys; from g2g.cli import main; sys.argv = ['g2g', *sys.argv[1:]]; main()"
+    res = subprocess.run([sys.executable, "-c", code, "prepare", str(src), "-o", str(tmp_path / "data"), "--size", "64",
+                          "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = {r["source"]: r for r in map(json.loads, (tmp_path / "data" / "manifest.jsonl").read_text().splitlines())}
+    assert lines["p/pipe.jpg"]["reason"] == "not-a-regular-file"
+
+    (src / "locked").mkdir()
+    shutil.copy(sorted((src / "p").glob("*.jpg"))[0], src / "locked" / "x.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (the tests may run as root)
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    rep = prepare_folder(src, tmp_path / "data", PrepareConfig(size=64, device="cpu"), progress=False)
+    assert rep.skipped["unreadable-folder"] == 1 and rep.total_skipped["unreadable-folder"] == 1
+    lines = {r["source"]: r for r in map(json.loads, (tmp_path / "data" / "manifest.jsonl").read_text().splitlines())}
+    assert lines["locked"]["reason"] == "unreadable-folder" and "locked/x.jpg" not in lines
+
+
+def test_a_folder_g2g_did_not_make_is_refused_before_anything_is_written(tmp_path, raw_small, prepared_small):
+    """-o into the user's own folder holding files the verb would write (no g2g marker) is one line, exit 3, and
+    their files are untouched; a g2g folder made before markers existed is still resumed."""
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+    from g2g.io.runfolder import FOLDER_MARKER, claim_output
+
+    def users_folder(name: str, files: dict[str, str]) -> tuple[Path, dict[str, bytes]]:
+        d = tmp_path / name
+        d.mkdir()
+        for f, text in files.items():
+            (d / f).write_text(text)
+        return d, {f: (d / f).read_bytes() for f in files}
+
+    run = CliRunner()
+    src = raw_small / sorted(os.listdir(raw_small))[0]
+    poses, ids = crop_folders(tmp_path, prepared_small, 2)
+    cases = {
+        "prepare": (["prepare", str(src)], {"manifest.jsonl": '{"mine": 1}\n'}),
+        "mix": (["mix", str(poses), str(ids), "--aligned", "--method", "paste"], {"run.json": '{"mine": 1}'}),
+        "train": (["train", str(prepared_small), "--preset", "tiny", "--size", "32", "--steps", "1"],
+                  {"config.json": '{"mine": 1}', "metrics.jsonl": "{}\n"}),
+    }
+    for verb, (args, files) in cases.items():
+        d, before = users_folder(verb, files)
+        cli_error(run.invoke(app, [*args, "-o", str(d), "--device", "cpu"]), 3, "that g2g did not write")
+        assert {f: (d / f).read_bytes() for f in files} == before and sorted(os.listdir(d)) == sorted(files), verb
+    d, _ = users_folder("export", {"decoder.onnx": "mine"})
+    with pytest.raises(ValueError, match="decoder.onnx that g2g did not write"):
+        claim_output(d, "export")
+    legacy = tmp_path / "legacy"  # a mix folder from before the marker: its run.json is g2g's, so it resumes
+    assert run.invoke(app, ["mix", str(poses), str(ids), "-o", str(legacy), "--aligned", "--method", "paste",
+                            "--device", "cpu"]).exit_code == 0
+    (legacy / FOLDER_MARKER).unlink()
+    res = run.invoke(app, ["mix", str(poses), str(ids), "-o", str(legacy), "--aligned", "--method", "paste",
+                           "--device", "cpu", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["written"] == 0, res.output
+
+
+def test_a_symlink_planted_at_a_manifest_is_refused_and_its_target_untouched(tmp_path, prepared_small):
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    poses, ids = crop_folders(tmp_path, prepared_small, 2)
+    out = tmp_path / "out"
+    args = ["mix", str(poses), str(ids), "-o", str(out), "--aligned", "--method", "paste", "--device", "cpu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    victim = tmp_path / "elsewhere.txt"
+    victim.write_text("the user's file\n")
+    (out / "manifest.jsonl").unlink()
+    (out / "manifest.jsonl").symlink_to(victim)
+    cli_error(CliRunner().invoke(app, args), 3, "is a symbolic link")
+    assert victim.read_text() == "the user's file\n"

@@ -76,7 +76,7 @@ def validate(cfg: TrainConfig) -> None:
         (min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) >= 1, "--checkpoint-every/--sample-every must be >= 1"),
         (all(w >= 0 for w in (cfg.alpha_vgg, cfg.gamma_cyc, cfg.lambda_adv, cfg.delta_id, cfg.zeta_dis, cfg.self_recon,
                               cfg.id_start)), "loss weights must be >= 0"),
-        (cfg.lr_gen > 0 and cfg.lr_dis > 0, f"--lr must be > 0, got {cfg.lr_gen:g}"),
+        (cfg.lr_gen >= 0 and cfg.lr_dis >= 0, f"--lr must be >= 0, got {cfg.lr_gen:g}"),
     ]
     bad = [(f.name, getattr(cfg, f.name)) for f in fields(cfg)
            if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))]

@@ -46,7 +46,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> dict[str, Any]:
     """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns :func:`digest` of ``data``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    short = path.name.encode()[:64].decode(errors="ignore")  # a name near the file-system limit still fits
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{short}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -120,8 +121,16 @@ def atomic_save_image(path: Path, image: "Any", **save_kwargs: Any) -> dict[str,
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _not_a_link(path: Path) -> None:
+    """A file g2g appends to or cuts is its own: a symlink planted there would send the write elsewhere."""
+    if Path(path).is_symlink():
+        raise G2GError(f"{path} is a symbolic link: g2g appends only to files of its own output folder, never through "
+                       "a link; remove it and rerun")
+
+
 def repair_jsonl_tail(path: Path) -> None:
     """Cut a last line left half-written by a killed run, so that the next append starts on a fresh line."""
+    _not_a_link(path)
     if not Path(path).is_file():
         return
     with open(path, "rb+") as f:
@@ -139,7 +148,13 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
+    _not_a_link(path)
+    try:  # O_NOFOLLOW: a link planted between the check and the open is refused too
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            _not_a_link(path)
+        raise
     try:
         for rec in records:
             os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8"))

@@ -56,6 +56,8 @@ REASONS = {
     "write-error": "the aligned crop could not be written",
     "hidden": "a hidden file or folder (its name starts with '.'), or a system file (Thumbs.db, desktop.ini)",
     "repeated-folder": "a folder reached a second time through a symlink (read once)",
+    "unreadable-folder": "a folder that could not be listed (permissions, an I/O error): nothing inside it was read",
+    "not-a-regular-file": "a FIFO, socket, device or broken link: never opened",
 }
 
 
@@ -184,7 +186,11 @@ def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Pa
     seen: set[str] = set()
     owner = folder_owner(folder)
     own = (PREPARE_FILES if owner == "prepare" else frozenset()) | ({FOLDER_MARKER} if owner else frozenset())
-    for root, dirs, names in os.walk(folder, followlinks=True):
+    def unreadable(e: OSError) -> None:
+        if e.filename and Path(e.filename) != folder:
+            unused.append((Path(e.filename), "unreadable-folder"))
+
+    for root, dirs, names in os.walk(folder, followlinks=True, onerror=unreadable):
         rootp = Path(root)
         real = os.path.realpath(root)
         if real in seen:
@@ -206,6 +212,8 @@ def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Pa
                 continue
             if n.startswith(".") or n.lower() in SYSTEM_NAMES:
                 unused.append((rootp / n, "hidden"))
+            elif not (rootp / n).is_file():  # follows links: a FIFO or socket, or a link to nothing
+                unused.append((rootp / n, "not-a-regular-file"))
             else:
                 files.append(rootp / n)
     key = lambda p: p.relative_to(folder).as_posix()  # noqa: E731

@@ -69,14 +69,42 @@ def folder_owner(out: Path) -> str | None:
     return next((v for v, name in VERB_FILES.items() if (out / name).exists()), None)
 
 
+# what each verb writes at the top of its folder: found in a folder without the marker, they are someone else's
+VERB_WRITES = {
+    "prepare": ("manifest.jsonl", "prepare_config.json", "preview.jpg"),
+    "mix": ("manifest.jsonl", "run.json", "grid.jpg", "aligned"),
+    "train": ("config.json", "split.json", "metrics.jsonl", "losses.png", "checkpoints", "samples", "cache"),
+    "export": ("content_encoder.onnx", "class_encoder.onnx", "decoder.onnx", "identity.onnx", "g2g_model.json",
+               "SHA256SUMS"),
+}
+# a key that each verb's own main file has: how a folder made before the marker existed is told from a user's
+VERB_SIGNATURE = {"prepare": ("prepare_config.json", "zoom"), "mix": ("run.json", "poses_root"),
+                  "train": ("config.json", "model"), "export": ("g2g_model.json", "format")}
+
+
+def _unmarked_but_ours(out: Path, verb: str) -> bool:
+    """A folder without the marker that ``verb`` made before markers existed (its main file is g2g's)."""
+    name, key = VERB_SIGNATURE[verb]
+    try:
+        return key in json.loads((out / name).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def claim_output(out: Path, verb: str) -> None:
-    """Make ``out`` ``verb``'s output folder: refuse (one line) a folder another verb made, mark a new one, and remove
-    temporary files that a killed run left behind."""
+    """Make ``out`` ``verb``'s output folder: refuse (one line) a folder another verb made, or one without g2g's
+    marker that holds files ``verb`` would write (the user's own ``manifest.jsonl``, ``config.json``...), mark a
+    new one, and remove temporary files that a killed run left behind. Nothing is written before these checks."""
     out = Path(out)
     owner = folder_owner(out) if out.is_dir() else None
     if owner not in (None, verb):
         raise G2GError(f"{out} holds the output of g2g {owner}; g2g {verb} writes into a folder of its own: "
                        "choose another -o")
+    if out.is_dir() and not (out / FOLDER_MARKER).exists() and not _unmarked_but_ours(out, verb):
+        theirs = [n for n in VERB_WRITES[verb] if (out / n).exists()]
+        if theirs:
+            raise G2GError(f"{out} holds {', '.join(theirs)} that g2g did not write (no {FOLDER_MARKER}); g2g {verb} "
+                           "would overwrite or append to them: choose a new or empty -o folder")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / FOLDER_MARKER).exists():
         atomic_write_text(out / FOLDER_MARKER, json.dumps({"verb": verb}) + "\n")

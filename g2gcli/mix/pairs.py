@@ -53,6 +53,16 @@ class Writer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def pair_names(pairs: list[tuple[str, str]], pose_stems: dict[str, str]) -> dict[tuple[str, str], str]:
+    """(pose, identity) -> ``<pose folder>/<pose stem>__<identity>``, the output path without suffix; unique over
+    the whole plan (every shard names the same), where ``__`` inside names would make two pairs one file."""
+    from g2g.photos import unique_names
+
+    raw = {f"{p}\0{i}": f"{pose_stems[p]}__{i}" for p, i in pairs}
+    unique = unique_names(raw)
+    return {(p, i): unique[f"{p}\0{i}"] for p, i in pairs}
+
+
 @dataclass
 class PairWriter:
     """Identities encoded once, poses a chunk at a time, pairs mixed in batches and handed to the writer pool."""
@@ -69,6 +79,7 @@ class PairWriter:
     crop_mode: bool
     pose_stems: dict[str, str]  # pose -> its path without suffix (unique)
     id_stems: dict[str, str]  # identity source -> its path without suffix (unique)
+    names: dict[tuple[str, str], str]  # (pose, identity) -> its output path without suffix (unique: pair_names)
 
     def record(self, pose: str, ident: str, id_info: dict[str, Any], **kw: Any) -> dict[str, Any]:
         info = id_info.get(ident, {})
@@ -160,19 +171,36 @@ class PairWriter:
 
     def write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any],
                    mask: np.ndarray | None = None) -> None:
-        """Paste back (or not), write atomically, then append the manifest line."""
+        """Paste back (or not), write atomically, then append the manifest line. A file that cannot be written for
+        its own sake (a name too long for the file system) is a skipped pair; a full or read-only disk stops the
+        run."""
+        from g2g.io.files import DISK_ERRNOS
+
+        try:
+            self._write_pair(src, ident, crop, id_info, mask)
+        except OSError as e:
+            if e.errno in DISK_ERRNOS:
+                raise
+            line = self.record(src.rel, ident, id_info, reason="write-error", message=f"{type(e).__name__}: "
+                               f"{e.strerror or e}")
+            self.writer.append([line])
+            with self.writer.lock:
+                self.report.skipped["write-error"] += 1
+            self.bar.advance(skipped=1)
+
+    def _write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any],
+                    mask: np.ndarray | None) -> None:
         from PIL import Image
 
         from g2g.faces.paste_back import paste_back
 
-        rel = Path(self.pose_stems[src.rel])  # pose path without suffix
-        name = f"{rel.name}__{ident}"
-        out_rel = (rel.parent / f"{name}.{self.cfg.fmt}").as_posix()
+        stem = self.names[(src.rel, ident)]
+        out_rel = f"{stem}.{self.cfg.fmt}"
         if self.crop_mode:
             mixed_rel = out_rel
             out_digest = mixed_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(crop))
         else:
-            mixed_rel = f"aligned/mixed/{(rel.parent / name).as_posix()}.png"
+            mixed_rel = f"aligned/mixed/{stem}.png"
             mixed_digest = atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
             pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather, mask)  # type: ignore[arg-type]
             out_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))

@@ -24,7 +24,7 @@ from g2g.io.images import scan_folder
 from g2g.methods import METHODS, open_mixer
 from g2g.methods.base import Mixer
 from g2g.mix.grid import write_grid
-from g2g.mix.pairs import PairWriter, Writer
+from g2g.mix.pairs import PairWriter, Writer, pair_names
 from g2g.mix.report import MixReport
 from g2g.mix.resume import pending, settings_sha256
 from g2g.mix.sources import Aligner
@@ -176,8 +176,9 @@ def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manife
     writer = Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
     aligner = Aligner(cfg, mixer, pool)
     timings: Counter = Counter()
+    pose_stems = output_stems(inp.pose_files)
     work = PairWriter(cfg, mixer, plan, inp.out, writer, bar, report, model_sha, set_sha, crop_mode,
-                      output_stems(inp.pose_files), output_stems(inp.id_files))
+                      pose_stems, output_stems(inp.id_files), pair_names(plan.pairs, pose_stems))
     try:
         codes, id_info = _encode_identities(work, aligner, inp.ids, todo, timings)
         _mix_poses(work, aligner, inp.poses, todo, codes, id_info, not crop_mode, prep, timings)

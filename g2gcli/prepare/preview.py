@@ -29,6 +29,8 @@ def write_preview(src: Path, out: Path, current: dict[str, list[dict[str, Any]]]
     rows, labels = [], []
 
     def read(path: Path, square: bool) -> np.ndarray | None:
+        if not path.is_file():  # only regular files are opened (a FIFO would block here forever)
+            return None
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")

@@ -24,7 +24,8 @@ from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import DISK_ERRNOS, atomic_save_image, atomic_write_json, safe_join
 from g2g.io.images import REASONS, LoadedImage, SkipImage, scan_folder
-from g2g.photos import FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, load_photo, output_stems
+from g2g.photos import (FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, identity_names, load_photo,
+                        output_stems)
 from g2g.prepare.preview import write_preview
 from g2g.prepare.records import current_records, is_final, record, rounded
 from g2g.prepare.report import PrepareReport
@@ -96,6 +97,7 @@ class _Sources:
     rels: dict[Path, Path]  # every listed file -> its path relative to SRC
     todo: list[Path]  # image files not done yet
     stems: dict[Path, Path]  # relative image path -> output path without suffix (unique)
+    identities: dict[Path, str]  # relative image path -> its identity (unique: g2g.photos.identity_names)
 
 
 def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, report: PrepareReport) -> _Sources:
@@ -121,8 +123,10 @@ def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, repor
     manifest.append(lines)
     report.skipped.update(r["reason"] for r in lines)
     report.n_processed += len(lines)
-    stems = {Path(r): Path(s) for r, s in output_stems([rels[p].as_posix() for p in images]).items()}
-    return _Sources(src, out, rels, [p for p in images if rels[p].as_posix() not in done], stems)
+    names = [rels[p].as_posix() for p in images]
+    stems = {Path(r): Path(s) for r, s in output_stems(names).items()}
+    identities = {Path(r): i for r, i in identity_names(names).items()}
+    return _Sources(src, out, rels, [p for p in images if rels[p].as_posix() not in done], stems, identities)
 
 
 def prepare_folder(
@@ -194,6 +198,8 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
             lines, n_ok, n_skip = [], 0, 0
             for (p, _), photo in zip(chunk, photos):
                 recs = _photo_lines(srcs.rels[p], photo, cfg, srcs.stems[srcs.rels[p]], srcs.out)
+                for r in recs:  # two people never share a name (a folder alice/ and a photo alice.jpg)
+                    r["identity"] = srcs.identities[srcs.rels[p]]
                 lines += recs
                 if recs[0]["status"] == "ok":
                     n_ok += 1
