@@ -110,6 +110,8 @@ def train(data: Path, run: Path, cfg: TrainConfig, resume: bool = False, progres
     (see g2g.train.init_weights); a resumed run ignores it.
     """
     r = _open_run(Path(data), Path(run), cfg, resume, init_from)
+    if r.d.main:  # before anything is written into RUN (the recipe's data may cache there)
+        claim_output(r.run, "train")
     trainer, batches = _build_step(r, progress)
     if r.d.main:
         _write_run_files(r)
@@ -201,9 +203,8 @@ def _build_step(r: _Run, progress: bool) -> tuple[CrossTrainer, RecipeData]:
 
 
 def _write_run_files(r: _Run) -> None:
-    """Claim the run folder; write config.json and split.json; drop metrics a resume goes back over."""
+    """Write config.json and split.json; drop metrics a resume goes back over."""
     cfg, by_id = r.cfg, r.by_id
-    claim_output(r.run, "train")
     atomic_write_json(r.run / "config.json", {
         "train": asdict(cfg), "data": str(r.data.resolve()), "world_size": r.d.world, "device": str(r.device),
         "torch": torch.__version__, "resumed_from": r.resumed_from,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from g2g.io.runfolder import FOLDER_MARKER, folder_owner
+from g2g.io.runfolder import FOLDER_MARKER, LOCK_PREFIX, folder_owner
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -208,7 +208,7 @@ def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Pa
                 keep.append(d)
         dirs[:] = keep
         for n in names:
-            if rootp == folder and n in own:
+            if rootp == folder and (n in own or (owner and n.startswith(LOCK_PREFIX))):
                 continue
             if n.startswith(".") or n.lower() in SYSTEM_NAMES:
                 unused.append((rootp / n, "hidden"))
