@@ -466,3 +466,27 @@ def test_a_symlink_planted_at_a_manifest_is_refused_and_its_target_untouched(tmp
     (out / "manifest.jsonl").symlink_to(victim)
     cli_error(CliRunner().invoke(app, args), 3, "is a symbolic link")
     assert victim.read_text() == "the user's file\n"
+
+
+def test_a_source_photo_replaced_between_runs_is_redone_and_a_copy_is_not(tmp_path, raw_small):
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    photos = sorted(sorted(p for p in raw_small.iterdir() if p.is_dir())[0].glob("*.jpg"))
+    src, data = tmp_path / "src" / "p", tmp_path / "data"
+    src.mkdir(parents=True)
+    shutil.copy(photos[0], src / "a.jpg")
+    shutil.copy(photos[1], src / "b.jpg")
+    args = ["prepare", str(src.parent), "-o", str(data), "--size", "64", "--device", "cpu", "--json"]
+    run = CliRunner()
+    assert run.invoke(app, args).exit_code == 0
+    crop = data / "p" / "a.png"
+    first = crop.read_bytes()
+    shutil.copy(photos[2], src / "a.jpg")  # same path, another photo
+    os.utime(src / "b.jpg")  # touched only: same content, new mtime
+    rep = json.loads(run.invoke(app, args).stdout)
+    assert rep["n_redone"] == 1 and rep["n_resumed"] == 1, rep
+    assert crop.read_bytes() != first
+    rep = json.loads(run.invoke(app, args).stdout)
+    assert rep["n_resumed"] == 2 and rep["n_processed"] == 0  # both trusted again

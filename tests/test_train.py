@@ -429,3 +429,19 @@ def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_chec
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_00000001.pt", "step_00000002.pt"]
     gen, _, state = load_generator(run)
     assert state["step"] == 2 and all(torch.isfinite(p).all() for p in gen.parameters())
+
+
+def test_crops_missing_or_damaged_on_disk_are_left_out_and_counted(prepared_small, tmp_path):
+    from g2g.train.dataset import load_items
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared_small, data)
+    before = sum(len(v) for v in load_items(data).values())
+    crops = sorted(data.rglob("*.png"))
+    crops = [c for c in crops if c.name != "preview.png"]
+    crops[0].unlink()
+    crops[1].write_bytes(crops[1].read_bytes()[:100])  # truncated
+    notes: list[str] = []
+    after = sum(len(v) for v in load_items(data, notes).values())
+    assert after == before - 2
+    assert len(notes) == 1 and "1 crop(s) damaged and 1 crop(s) missing on disk" in notes[0], notes

@@ -12,6 +12,7 @@ DistributedSampler gives a finite dataset).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,17 @@ def read_prepare_config(data: Path) -> dict[str, Any]:
         return {}
 
 
-def load_items(data: Path) -> dict[str, list[Item]]:
-    """The usable crops of ``DATA/manifest.jsonl`` grouped by identity (sorted, deterministic)."""
+def load_items(data: Path, notes: list[str] | None = None) -> dict[str, list[Item]]:
+    """The usable crops of ``DATA/manifest.jsonl`` grouped by identity (sorted, deterministic). Crops the manifest
+    lists that are gone or no longer the bytes prepare wrote are left out and counted in ``notes``."""
+    from g2g.io.files import intact
+
     data = Path(data)
     manifest = data / "manifest.jsonl"
     if not manifest.is_file():
         raise DataError(f"{data} has no manifest.jsonl; run `g2g prepare PHOTOS -o {data}` first")
     by_id: dict[str, list[Item]] = {}
+    lost: Counter = Counter()
     for rec in read_jsonl(manifest):
         if rec.get("status") != "ok" or not rec.get("output") or rec.get("identity") in (None, ""):
             continue
@@ -63,10 +68,17 @@ def load_items(data: Path) -> dict[str, list[Item]]:
         if not (isinstance(lm, list) and len(lm) == 5):
             continue
         if not (data / rec["output"]).is_file():
+            lost["missing"] += 1
+            continue
+        if not intact(data / rec["output"], rec.get("output_digest")):
+            lost["damaged"] += 1
             continue
         item = Item(rec["output"], str(rec["identity"]), tuple((float(x), float(y)) for x, y in lm))
         by_id.setdefault(item.identity, []).append(item)
     by_id = {k: sorted({it.rel: it for it in v}.values(), key=lambda it: it.rel) for k, v in sorted(by_id.items())}
+    if lost and notes is not None:
+        notes.append(f"{data}: " + " and ".join(f"{n} crop(s) {why}" for why, n in sorted(lost.items()))
+                     + " on disk, left out of training (rerun g2g prepare on DATA's photos to redo them)")
     if len(by_id) < 2:
         raise DataError(f"{data}: cross training needs crops of at least 2 identities, found {len(by_id)} "
                         "(identities are the first-level folders given to `g2g prepare`)")

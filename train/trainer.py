@@ -127,7 +127,10 @@ def _open_run(data: Path, run: Path, cfg: TrainConfig, resume: bool, init_from: 
     d, device = _init_dist(cfg.device)
     cfg, state = _resolve_config(run, cfg, resume)
     validate(cfg)
-    by_id = load_items(data)
+    notes: list[str] = []
+    by_id = load_items(data, notes)
+    for line in notes if d.main else []:
+        say(f"[yellow]note:[/yellow] {line}")
     prep = read_prepare_config(data)
     init = _init_weights(init_from, prep) if (init_from is not None and state is None) else None
     if init is not None:

@@ -39,6 +39,7 @@ MANIFEST_KEYS = {
     "conversions": list,  # e.g. ["exif-rotated (orientation 6)", "converted from CMYK"]
     "output": (str, type(None)),  # crop path relative to DATA
     "output_digest": (dict, type(None)),  # {"bytes", "sha256"} of the crop as written: a resume redoes a damaged one
+    "source_digest": (dict, type(None)),  # {"bytes", "mtime_ns", "sha256"} of the photo read: a replaced one is redone
     "size": int,  # crop side, px
     "zoom": float,  # template zoom (g2g.config.AlignConfig)
 }
@@ -58,8 +59,38 @@ def current_records(recs: Iterator[dict[str, Any]]) -> dict[str, list[dict[str, 
     return out
 
 
-def is_final(recs: list[dict[str, Any]], manifest: Manifest) -> bool:
-    """Is this source done: skipped for a reason about the photo, or every crop still on disk, whole."""
+def source_digest(path: Path) -> dict[str, Any] | None:
+    """What a photo was when it was read: size, mtime and content hash (None where it cannot be read)."""
+    from g2g.io.files import sha256_file
+
+    try:
+        st = path.stat()
+        return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+    except OSError:
+        return None
+
+
+def same_source(recorded: dict[str, Any] | None, path: Path) -> bool:
+    """Is the photo at ``path`` the one a line was made from? Same size and mtime: yes (nothing is read); else only
+    when its content hash is the recorded one (a copy that lost its mtime is not redone). Lines from before digests
+    were recorded are trusted by path."""
+    if not recorded:
+        return True
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size == recorded.get("bytes") and st.st_mtime_ns == recorded.get("mtime_ns"):
+        return True
+    digest = source_digest(path)
+    return digest is not None and digest["sha256"] == recorded.get("sha256")
+
+
+def is_final(recs: list[dict[str, Any]], manifest: Manifest, source: Path | None = None) -> bool:
+    """Is this source done: the same photo (``source``, its path now) and skipped for a reason about it, or every
+    crop still on disk, whole."""
+    if source is not None and not same_source(recs[0].get("source_digest"), source):
+        return False
     if recs[0].get("status") != "ok":
         return recs[0].get("reason") not in RETRIED
     return all(manifest.files_intact(r) for r in recs)

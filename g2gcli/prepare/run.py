@@ -27,7 +27,7 @@ from g2g.io.images import REASONS, LoadedImage, SkipImage, scan_folder
 from g2g.photos import (FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, identity_names, load_photo,
                         output_stems)
 from g2g.prepare.preview import write_preview
-from g2g.prepare.records import current_records, is_final, record, rounded
+from g2g.prepare.records import current_records, is_final, record, rounded, source_digest
 from g2g.prepare.report import PrepareReport
 from g2g.progress import BatchProgress
 from g2g.io.runfolder import Manifest, claim_output, run_lock
@@ -109,7 +109,7 @@ def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, repor
     _open_output(out, cfg)
     manifest.repair()
     current = current_records(manifest.lines())
-    done = {s for s, recs in current.items() if is_final(recs, manifest)}
+    done = {s for s, recs in current.items() if is_final(recs, manifest, src / s if isinstance(s, str) else None)}
     rels = {p: p.relative_to(src) for p in images + others}
     report.n_sources = len(rels) + len(unused)
     report.n_resumed = sum(r.as_posix() in done for r in rels.values()) + sum(
@@ -198,8 +198,9 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
             lines, n_ok, n_skip = [], 0, 0
             for (p, _), photo in zip(chunk, photos):
                 recs = _photo_lines(srcs.rels[p], photo, cfg, srcs.stems[srcs.rels[p]], srcs.out)
+                digest = source_digest(p)  # a photo replaced later (same path, new content) is redone
                 for r in recs:  # two people never share a name (a folder alice/ and a photo alice.jpg)
-                    r["identity"] = srcs.identities[srcs.rels[p]]
+                    r["identity"], r["source_digest"] = srcs.identities[srcs.rels[p]], digest
                 lines += recs
                 if recs[0]["status"] == "ok":
                     n_ok += 1
