@@ -28,9 +28,9 @@ LOCK_PREFIX = ".g2g-lock-"  # OUT/.g2g-lock-<what>: held (flock) by the run writ
 def run_lock(out: Path, what: str, wait: bool | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` for ``what`` ("mix shard 1/2", "prepare") while a run writes there, so that
     two processes never do the same work and record it twice: a second one stops with one line, or with ``wait``
-    blocks until the first is done (None: the verb has no --wait). Different ``what`` (the shards of one plan) lock apart and run side by side. The
-    operating system releases the lock when the process ends, however it ends; where there is no ``fcntl`` (Windows)
-    no lock is taken."""
+    blocks until the first is done (None: the verb has no --wait). Different ``what`` (the shards of one plan) lock
+    apart and run side by side. The operating system releases the lock when the process ends, however it ends; where
+    there is no ``fcntl`` (Windows) no lock is taken."""
     try:
         import fcntl
     except ImportError:
@@ -136,8 +136,8 @@ def remove_stale_temps(out: Path, older_than: float = STALE_TEMP_S) -> int:
 
 
 class Manifest:
-    """``OUT/manifest.jsonl``; ``append`` is thread-safe and writes one line per call to the OS, so processes
-    appending to one manifest (shards) never interleave mid-line."""
+    """``OUT/manifest.jsonl``; ``append`` is thread-safe, and :func:`~g2g.io.files.append_jsonl` writes each line with
+    one call to the OS, so processes appending to one manifest (shards) never interleave mid-line."""
 
     def __init__(self, out: Path, name: str = MANIFEST):
         self.out = Path(out)
@@ -150,9 +150,10 @@ class Manifest:
         return self
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        with self.lock:
-            for rec in records:
-                append_jsonl(self.path, [rec])
+        records = list(records)
+        if records:  # nothing to say: no file is created
+            with self.lock:  # one open and one fsync per call, not per line
+                append_jsonl(self.path, records)
 
     def lines(self) -> Iterator[dict[str, Any]]:
         """Every whole line, oldest first (a torn line is skipped)."""
