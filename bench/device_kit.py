@@ -89,7 +89,7 @@ def _read_crops(data: Path, people: set[str] | None, size: int) -> tuple[list, l
             crop = np.asarray(im.convert("RGB"))
         scale = size / crop.shape[1]
         crops.append(resize_to_model(crop, size))
-        lines.append({"identity": str(rec["identity"]), "status": "ok",
+        lines.append({"source": rec["source"], "identity": str(rec["identity"]), "status": "ok",
                       "output": str(Path(rec["output"]).with_suffix(".webp")),
                       **{k: [[round(x * scale, 2), round(y * scale, 2)] for x, y in rec[k]]
                          for k in ("crop_landmarks", "crop_landmarks68")}})

@@ -167,15 +167,15 @@ def load_check_faces(folder: Path, size: int, limit: int = 8) -> tuple[np.ndarra
     show up) and resized to the model's size when the folder was prepared at
     another one.
     """
-    from g2g.io.files import read_jsonl
     from g2g.io.images import SkipImage, list_images, load_rgb
+    from g2g.prepare.records import read_manifest
 
     files = list_images(folder)
     if not files:
         raise ExportError(f"--check-data {folder}: no images found")
     manifest = folder / "manifest.jsonl"
-    known = {str(folder / r["output"]): r.get("crop_landmarks68") for r in read_jsonl(manifest)
-             if r.get("output")} if manifest.is_file() else {}
+    known = {str(folder / r["output"]): r.get("crop_landmarks68") for r in read_manifest(folder)} \
+        if manifest.is_file() else {}
     pick = [files[i] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).round().astype(int)]
     faces, marks = [], []
     for f in dict.fromkeys(pick):

@@ -20,6 +20,7 @@ from g2g import __version__
 from g2g.config import (FACE_POLICIES, GAN_LOSSES, ID_SCHEDULES, IDENTITY_ENCODERS, MIX_FACE_POLICIES,
                         MIX_FORMATS, OPTIMIZERS, PERCEPTUAL_NETS, PREPARE_FORMATS, PRESETS)
 from g2g.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SKIPPED, G2GError
+from g2g.limits import out_of_memory
 from g2g.methods import DEFAULT_METHOD, METHODS, TABLE
 from g2g.faces.preprocess import DEFAULT_ZOOM
 
@@ -56,6 +57,13 @@ def _verb(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as e:
+            if not out_of_memory(e):
+                raise
+            said = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            console.print(f"[red]error:[/red] out of memory ({said}): lower --batch-size or --workers, or raise the "
+                          "memory limit (ulimit -v), and rerun: finished work is kept", soft_wrap=True)
+            raise typer.Exit(EXIT_INPUT) from None
 
     return run
 
@@ -369,7 +377,7 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """The CLI (the ``g2g`` command is :func:`g2g.__main__.main`: it checks the memory limit first)."""
     app()
 
 

@@ -490,3 +490,189 @@ def test_a_source_photo_replaced_between_runs_is_redone_and_a_copy_is_not(tmp_pa
     assert crop.read_bytes() != first
     rep = json.loads(run.invoke(app, args).stdout)
     assert rep["n_resumed"] == 2 and rep["n_processed"] == 0  # both trusted again
+
+
+def test_a_symlink_planted_inside_o_is_refused_by_every_verb_and_what_it_points_to_is_untouched(
+        tmp_path, raw_small, prepared_small):
+    """A link at a file or a subfolder of a verb's output folder (RUN/samples -> elsewhere, OUT/eval -> elsewhere,
+    OUT/run.json -> the user's file) is one line, exit 3, before anything is written through it."""
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    run = CliRunner()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+
+    def plant(folder: Path, name: str, target: Path) -> None:
+        link = folder / name
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target, target_is_directory=target.is_dir())
+
+    def untouched() -> None:
+        assert victim.read_text() == "the user's file\n" and os.listdir(elsewhere) == []
+
+    src = raw_small / sorted(os.listdir(raw_small))[0]
+    poses, ids = crop_folders(tmp_path, prepared_small, 2)
+    data = tmp_path / "data"
+    assert run.invoke(app, ["prepare", str(src), "-o", str(data), "--device", "cpu", "--size", "64"]).exit_code == 0
+    plant(data, "preview.jpg", victim)
+    cli_error(run.invoke(app, ["prepare", str(src), "-o", str(data), "--device", "cpu", "--size", "64"]), 3,
+              "is a symbolic link inside the output folder")
+    untouched()
+
+    mix = ["mix", str(poses), str(ids), "--method", "paste", "--device", "cpu"]
+    out = tmp_path / "mixed"
+    assert run.invoke(app, [*mix, "--aligned", "-o", str(out)]).exit_code == 0
+    plant(out, "run.json", victim)
+    cli_error(run.invoke(app, [*mix, "--aligned", "-o", str(out)]), 3, "is a symbolic link")
+    untouched()
+    full = tmp_path / "pasted"  # photos pasted back: OUT/aligned holds the crops
+    full.mkdir()
+    plant(full, "aligned", elsewhere)
+    cli_error(run.invoke(app, [*mix, "-o", str(full)]), 3, "is a symbolic link")
+    untouched()
+
+    evalled = tmp_path / "evalled"
+    assert run.invoke(app, [*mix, "--aligned", "-o", str(evalled)]).exit_code == 0
+    plant(evalled, "eval", elsewhere)
+    cli_error(run.invoke(app, ["eval", str(evalled), "--metric", "id-sim", "--device", "cpu"]), 3,
+              "is a symbolic link")
+    untouched()
+
+    train = ["train", str(prepared_small), "--preset", "tiny", "--size", "32", "--steps", "1", "--device", "cpu"]
+    trained = tmp_path / "run"
+    assert run.invoke(app, [*train, "-o", str(trained)]).exit_code == 0
+    for name in ("samples", "checkpoints"):
+        again = tmp_path / f"run-{name}"
+        shutil.copytree(trained, again)
+        plant(again, name, elsewhere)
+        cli_error(run.invoke(app, [*train, "-o", str(again), "--resume", "--steps", "2"]), 3, "is a symbolic link")
+        untouched()
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    plant(bundle, "SHA256SUMS", victim)
+    cli_error(run.invoke(app, ["export", "--onnx", str(trained), "-o", str(bundle)]), 3, "is a symbolic link")
+    untouched()
+
+
+def test_pages_past_the_first_of_a_multi_page_file_are_a_counted_note(tmp_path, raw_small):
+    from PIL import Image
+
+    from g2g.config import MixConfig, PrepareConfig
+    from g2g.io.images import load_rgb
+    from g2g.mix import mix_folders
+    from g2g.prepare import prepare_folder, read_manifest
+
+    person = raw_small / sorted(os.listdir(raw_small))[0]
+    photos = [Image.open(p).convert("RGB") for p in sorted(person.iterdir())[:3]]
+    src = tmp_path / "src" / "p"
+    src.mkdir(parents=True)
+    photos[0].save(src / "scan.tif", save_all=True, append_images=photos[1:])  # three photos, one file
+    photos[1].save(src / "single.tif")
+    assert load_rgb(src / "scan.tif").pages == 3 and load_rgb(src / "single.tif").pages == 1
+
+    rep = prepare_folder(src.parent, tmp_path / "data", PrepareConfig(size=64, device="cpu"), progress=False)
+    assert rep.n_ok == 2 and len(rep.notes) == 1, rep.notes
+    assert "1 multi-page file(s)" in rep.notes[0] and "2 more page(s)" in rep.notes[0]
+    scan = next(r for r in read_manifest(tmp_path / "data") if r["source"].endswith("scan.tif"))
+    assert any("page 1 of 3" in c for c in scan["conversions"])
+
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    photos[2].save(ids / "x.jpg")
+    mixed = mix_folders(src, ids, tmp_path / "out", MixConfig(method="paste", device="cpu"), progress=False)
+    assert mixed.written == 2 and any("1 multi-page file(s)" in n for n in mixed.notes), mixed.notes
+
+
+GARBAGE = (b'[1, 2]\n{"mine": true}\n\xff\xfe not json\n{"pose": "a.png", "identity": 3, "status": "ok"}\n'
+           b'{"source": "p/x.jpg", "status": "ok", "output": "p/x.png", "crop_landmarks": "abc"}\n'
+           b'{"pose": "x", "ident')  # a list, the user's line, binary, wrong types (mix, prepare), a torn tail
+
+
+def test_torn_and_foreign_manifest_lines_are_counted_by_every_reader_and_the_rest_is_read(tmp_path, raw_small):
+    """prepare, mix, eval and train read their manifests past lines that are not theirs: a counted note each time,
+    the same work done, no traceback."""
+    from g2g.config import EvalConfig, MixConfig, PrepareConfig
+    from g2g.eval import evaluate
+    from g2g.mix import mix_folders
+    from g2g.prepare import prepare_folder, read_manifest
+    from g2g.train.dataset import load_items
+
+    src = tmp_path / "src"
+    for person in sorted(os.listdir(raw_small))[:2]:
+        shutil.copytree(raw_small / person, src / person)
+    data = tmp_path / "data"
+    pcfg = PrepareConfig(size=64, device="cpu")
+    first = prepare_folder(src, data, pcfg, progress=False)
+    clean_items = load_items(data)
+    with open(data / "manifest.jsonl", "ab") as f:
+        f.write(GARBAGE + b"\n")
+    again = prepare_folder(src, data, pcfg, progress=False)
+    assert again.n_processed == 0 and again.total_ok == first.total_ok, again
+    assert [n for n in again.notes if n.startswith("manifest.jsonl: 6 line(s) not read")], again.notes
+    notes: list[str] = []
+    assert load_items(data, notes) == clean_items and "6 line(s) not read" in notes[0], notes
+    assert len(read_manifest(data)) == first.n_crops
+
+    crops = sorted(data.rglob("*.png"))
+    poses, ids = tmp_path / "poses", tmp_path / "ids"
+    for d, pick in ((poses, crops[:2]), (ids, crops[-2:])):
+        d.mkdir()
+        for c in pick:
+            shutil.copy(c, d / f"{c.parent.name}_{c.name}")
+    out = tmp_path / "out"
+    mcfg = MixConfig(method="paste", aligned=True, device="cpu")
+    mix_folders(poses, ids, out, mcfg, progress=False)
+    clean = evaluate(out, ["id-sim"], EvalConfig(device="cpu", out_dir=str(tmp_path / "ev0")))
+    with open(out / "manifest.jsonl", "ab") as f:
+        f.write(GARBAGE + b"\n")
+    resumed = mix_folders(poses, ids, out, mcfg, progress=False)
+    assert resumed.written == 0 and resumed.resumed == 4
+    assert [n for n in resumed.notes if n.startswith("manifest.jsonl: 6 line(s) not read")], resumed.notes
+    dirty = evaluate(out, ["id-sim"], EvalConfig(device="cpu", out_dir=str(tmp_path / "ev1")))
+    assert dirty.counts == clean.counts and dirty.counts["planned"] == 4
+    note = [n for n in dirty.notes if n.startswith("manifest.jsonl")]
+    assert len(note) == 1 and all(f"{k}: {v}" in note[0] for k, v in
+                                  {"not-json": 2, "foreign": 3, "not-an-object": 1}.items()), dirty.notes
+    assert not [n for n in clean.notes if n.startswith("manifest.jsonl")]
+
+
+def test_too_little_memory_is_one_line_before_any_library_loads_and_running_out_later_too(tmp_path, monkeypatch):
+    """Under ``ulimit -v`` too small for the verb the command stops before importing numpy (whose BLAS would spin
+    for minutes); a MemoryError inside a verb is one line, exit 3."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    import g2g.mix
+    from g2g.cli import app
+    from g2g.limits import address_space_needed
+
+    resource = pytest.importorskip("resource")
+    limit = 400 << 20  # below every verb's need, above Python's own
+
+    def small() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    out = tmp_path / "out"
+    for args in (["mix", str(tmp_path), str(tmp_path), "-o", str(out)], ["train", str(tmp_path), "-o", str(out)]):
+        res = subprocess.run([sys.executable, "-m", "g2g", *args], preexec_fn=small, capture_output=True, text=True,
+                             timeout=60)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 3 and len(lines) == 1 and lines[0].startswith("error: the address-space limit"), res
+        assert f"{address_space_needed(args[0]) / (1 << 30):.1f} GiB" in lines[0] and not out.exists()
+    assert address_space_needed("train") > address_space_needed("mix") > address_space_needed(None)
+
+    def exhausted(*a, **kw):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(g2g.mix, "mix_folders", exhausted)
+    res = CliRunner().invoke(app, ["mix", str(tmp_path), str(tmp_path), "-o", str(out)])
+    assert "lower --batch-size" in cli_error(res, 3, "out of memory (std::bad_alloc)")

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from g2g.faces.masked_rest import pair_inputs, rest_inputs, warp_map
-from g2g.io.files import atomic_write_bytes, read_jsonl
+from g2g.io.files import atomic_write_bytes
+from g2g.prepare.records import read_manifest
 from g2g.faces.preprocess import to_input
 from g2g.faces.landmarks import closest_shape, flip68, landmarks68
 
@@ -83,9 +84,7 @@ def load_bank(data: Path, identities: list[str], size: int, zoom: float, cache: 
 
     data = Path(data)
     wanted = {name: i for i, name in enumerate(identities)}
-    recs = [r for r in read_jsonl(data / "manifest.jsonl")
-            if r.get("status") == "ok" and r.get("output") and str(r.get("identity")) in wanted
-            and (data / r["output"]).is_file()]
+    recs = [r for r in read_manifest(data) if str(r.get("identity")) in wanted and (data / r["output"]).is_file()]
     recs = sorted({r["output"]: r for r in recs}.values(), key=lambda r: r["output"])
     recs = [recs[i] for i in first_per_person([str(r["identity"]) for r in recs], max_per_person or None)]
     cached, computed = _read_cache(cache), False

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from g2g.faces.preprocess import resize_to_model, to_input
-from g2g.io.files import read_jsonl
+from g2g.io.runfolder import unread_note
+from g2g.prepare.records import read_manifest
 from g2g.errors import G2GError
 
 # 5-point order of the manifest (MTCNN's): left eye, right eye, nose, left mouth corner, right mouth corner.
@@ -50,6 +51,15 @@ def read_prepare_config(data: Path) -> dict[str, Any]:
         return {}
 
 
+def _five_points(lm: Any) -> tuple[tuple[float, float], ...] | None:
+    """A manifest's 5 crop landmarks as numbers, or None where the line holds something else."""
+    try:
+        points = tuple((float(x), float(y)) for x, y in lm)
+    except (TypeError, ValueError):
+        return None
+    return points if len(points) == 5 else None
+
+
 def load_items(data: Path, notes: list[str] | None = None) -> dict[str, list[Item]]:
     """The usable crops of ``DATA/manifest.jsonl`` grouped by identity (sorted, deterministic). Crops the manifest
     lists that are gone or no longer the bytes prepare wrote are left out and counted in ``notes``."""
@@ -60,12 +70,10 @@ def load_items(data: Path, notes: list[str] | None = None) -> dict[str, list[Ite
     if not manifest.is_file():
         raise DataError(f"{data} has no manifest.jsonl; run `g2g prepare PHOTOS -o {data}` first")
     by_id: dict[str, list[Item]] = {}
-    lost: Counter = Counter()
-    for rec in read_jsonl(manifest):
-        if rec.get("status") != "ok" or not rec.get("output") or rec.get("identity") in (None, ""):
-            continue
-        lm = rec.get("crop_landmarks")
-        if not (isinstance(lm, list) and len(lm) == 5):
+    lost, unread = Counter(), Counter()
+    for rec in read_manifest(data, unread=unread):
+        lm = _five_points(rec.get("crop_landmarks"))
+        if not rec.get("output") or rec.get("identity") in (None, "") or lm is None:
             continue
         if not (data / rec["output"]).is_file():
             lost["missing"] += 1
@@ -73,9 +81,11 @@ def load_items(data: Path, notes: list[str] | None = None) -> dict[str, list[Ite
         if not intact(data / rec["output"], rec.get("output_digest")):
             lost["damaged"] += 1
             continue
-        item = Item(rec["output"], str(rec["identity"]), tuple((float(x), float(y)) for x, y in lm))
+        item = Item(rec["output"], str(rec["identity"]), lm)
         by_id.setdefault(item.identity, []).append(item)
     by_id = {k: sorted({it.rel: it for it in v}.values(), key=lambda it: it.rel) for k, v in sorted(by_id.items())}
+    if unread and notes is not None:
+        notes.append(f"{data}: {unread_note(unread)}")
     if lost and notes is not None:
         notes.append(f"{data}: " + " and ".join(f"{n} crop(s) {why}" for why, n in sorted(lost.items()))
                      + " on disk, left out of training (rerun g2g prepare on DATA's photos to redo them)")

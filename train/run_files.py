@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from g2g.io.files import atomic_save_image, atomic_write_text, read_jsonl
+from g2g.io.files import atomic_save_image, atomic_write_text, read_jsonl, refuse_links
 from g2g.train import TrainError
 
 
@@ -100,6 +100,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _link_last(src: Path, last: Path) -> None:
     """Point checkpoints/last.pt at ``src`` atomically (a hard link: no second copy on disk)."""
     tmp = last.with_name(f".{last.name}.tmp")
+    refuse_links(tmp)
+    refuse_links(last)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -120,6 +122,7 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise TrainError("--tensorboard needs the tensorboard package: pip install 'g2g[tensorboard]'") from None
+        refuse_links(run / "tensorboard" / "events")  # its writer opens files of its own
         self.writer = SummaryWriter(str(run / "tensorboard"))
 
     def scalars(self, metrics: dict[str, float]) -> None:

@@ -50,7 +50,8 @@ from g2g.eval.recon import recon_metrics
 from g2g.eval.report import EvalError, EvalReport
 from g2g.bundle import DEFAULT_MODEL_DIR
 from g2g.methods import BASELINES
-from g2g.io.files import atomic_write_json
+from g2g.io.files import atomic_write_json, confine_writes, refuse_links
+from g2g.io.runfolder import unread_note
 from g2g.faces.preprocess import DEFAULT_ZOOM
 from g2g.faces.detect import MTCNN_MIN_FACE
 
@@ -156,6 +157,7 @@ def _mix(run: MixRun, nets: list[str], facts: dict[str, Any] | None, model_dir: 
     n_skipped = sum(run.skipped.values())
     report.counts = {"planned": run.planned, "ok": len(run.ok), "skipped": dict(sorted(run.skipped.items())),
                      "n_skipped": n_skipped, "identities": len(run.gallery)}
+    report.notes += [n for n in [unread_note(run.unread)] if n]
     if run.skipped:
         report.notes.append(f"{n_skipped} of {run.planned} planned outputs skipped and not evaluated "
                             f"({', '.join(f'{k}: {v}' for k, v in sorted(run.skipped.items()))})")
@@ -236,6 +238,8 @@ def evaluate(target: Path, metrics: Sequence[str], cfg: EvalConfig, data: Path |
     packaged = not is_mix and target.resolve() == DEFAULT_MODEL_DIR.resolve()
     default_out = Path("g2g-eval") / target.resolve().name if packaged else target / "eval"
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out
+    confine_writes(out_dir if cfg.out_dir or packaged else target)  # OUT/eval -> /elsewhere is refused, not followed
+    refuse_links(out_dir / "report.json")
     report = EvalReport(target=str(target), metrics=chosen, out_dir=str(out_dir), device=cfg.device)
 
     run = load_mix(target) if is_mix else None

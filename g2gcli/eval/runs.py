@@ -31,6 +31,7 @@ class MixRun:
     planned: int
     gallery: dict[str, list[str]]  # identity -> its aligned crops (relative to OUT), sorted
     model_dir: Path | None
+    unread: Counter  # manifest lines not read (g2g.io.runfolder.Manifest.lines)
 
 
 def _whole(out: Path, rel: str, recorded: dict[str, Any] | None) -> bool:
@@ -69,8 +70,18 @@ def _gallery(out: Path, recs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(gallery.items()) if v}
 
 
+def _is_run_file(run: Any) -> bool:
+    """OUT/run.json as mix writes it, in the fields eval reads."""
+    number = (int, float, type(None))
+    align = run.get("align") if isinstance(run, dict) else None
+    return (isinstance(run, dict) and isinstance(align, (dict, type(None)))
+            and all(isinstance((align or {}).get(k), number) for k in ("size", "zoom"))
+            and all(isinstance(run.get(k), (str, type(None))) for k in ("model_dir", "method")))
+
+
 def load_mix(out: Path) -> MixRun:
-    """Read OUT/run.json and OUT/manifest.jsonl (last line per (pose, identity) wins, as after a resume)."""
+    """Read OUT/run.json and OUT/manifest.jsonl (last line per (pose, identity) wins, as after a resume; lines that
+    are not mix records are counted in ``unread``)."""
     from g2g.mix import latest_records
 
     out = Path(out)
@@ -82,7 +93,11 @@ def load_mix(out: Path) -> MixRun:
             run = json.loads((out / "run.json").read_text())
         except (OSError, ValueError) as e:
             raise EvalError(f"cannot read {out / 'run.json'}: {e}") from None
-    last = list(latest_records(out).values())
+        if not _is_run_file(run):
+            raise EvalError(f"{out / 'run.json'} is not the run file g2g mix writes (edited, or another program's): "
+                            "rerun g2g mix into this folder to rewrite it")
+    unread: Counter = Counter()
+    last = list(latest_records(out, unread).values())
     ok, skipped, skipped_recs = [], Counter(), []
     for rec in last:
         if rec.get("status") != "ok":
@@ -107,7 +122,7 @@ def load_mix(out: Path) -> MixRun:
     return MixRun(
         out=out, run=run, align=AlignConfig(size=size or 128, zoom=float(align.get("zoom") or DEFAULT_ZOOM)), ok=ok,
         skipped=skipped, skipped_recs=skipped_recs, planned=len(last), gallery=_gallery(out, last),
-        model_dir=Path(run["model_dir"]) if run.get("model_dir") else None,
+        model_dir=Path(run["model_dir"]) if run.get("model_dir") else None, unread=unread,
     )
 
 

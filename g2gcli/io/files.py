@@ -15,7 +15,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+if TYPE_CHECKING:
+    from collections import Counter
 
 from g2g.errors import G2GError
 
@@ -33,6 +36,30 @@ def safe_join(root: Path, relative: str | Path) -> Path:
     return path
 
 
+_CONFINED: set[str] = set()  # the output folders this process writes into, as given and as resolved
+
+
+def confine_writes(root: Path) -> None:
+    """From now on, every file this process writes under ``root`` goes into real folders of ``root``: a symbolic
+    link planted at a subfolder or file there (``RUN/samples -> /elsewhere``) is refused, never written through.
+    ``root`` itself may be a link: the user chose it. Each verb confines its output folder before writing."""
+    _CONFINED.update({os.path.abspath(root), os.path.realpath(root)})
+
+
+def refuse_links(path: Path) -> None:
+    """Raise :class:`UnsafePathError` if a folder or file on the way from a confined output folder to ``path`` (the
+    file itself included) is a symbolic link. The one check behind every write (atomic writes, appends, links)."""
+    p = os.path.abspath(path)
+    for root in [r for r in _CONFINED if p.startswith(r.rstrip(os.sep) + os.sep)]:
+        cur = root
+        for part in Path(os.path.relpath(p, root)).parts:
+            cur = os.path.join(cur, part)
+            if os.path.islink(cur):
+                raise UnsafePathError(f"{cur} is a symbolic link inside the output folder {root}: g2g writes only "
+                                      "into files and folders of its own there, never through a link; remove it "
+                                      "and rerun")
+
+
 @functools.cache
 def _file_mode() -> int:
     """What open() would give a new file (mkstemp alone makes 0600). Reading the umask means setting it, so it is
@@ -45,8 +72,9 @@ def _file_mode() -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> dict[str, Any]:
     """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns :func:`digest` of ``data``."""
     path = Path(path)
+    refuse_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    short = path.name.encode()[:64].decode(errors="ignore")  # a name near the file-system limit still fits
+    short = os.fsdecode(os.fsencode(path.name)[:64])  # a name near the file-system limit still fits; any bytes
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{short}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -81,8 +109,10 @@ def intact(path: Path, recorded: dict[str, Any] | None) -> bool:
 
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # the disk, not one file
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))  # file names that are not UTF-8
 
 
 def jsonable(obj: Any) -> Any:
@@ -123,6 +153,7 @@ def atomic_save_image(path: Path, image: "Any", **save_kwargs: Any) -> dict[str,
 
 def _not_a_link(path: Path) -> None:
     """A file g2g appends to or cuts is its own: a symlink planted there would send the write elsewhere."""
+    refuse_links(path)
     if Path(path).is_symlink():
         raise G2GError(f"{path} is a symbolic link: g2g appends only to files of its own output folder, never through "
                        "a link; remove it and rerun")
@@ -147,8 +178,8 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
     safe for resumable manifests.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _not_a_link(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:  # O_NOFOLLOW: a link planted between the check and the open is refused too
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:
@@ -163,20 +194,28 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Yield the complete records of a JSON-lines file, skipping a torn last line."""
+def read_jsonl(path: Path, unread: "Counter[str] | None" = None) -> Iterator[dict]:
+    """Yield the records (JSON objects) of a JSON-lines file. A line that is not JSON (torn by a kill, edited) or
+    not an object is skipped and, when ``unread`` is given, counted there ("not-json", "not-an-object")."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                kind = "not-json"
+            else:
+                if isinstance(rec, dict):
+                    yield rec
+                    continue
+                kind = "not-an-object"
+            if unread is not None:
+                unread[kind] += 1
 
 
 def sha256_file(path: Path) -> str:

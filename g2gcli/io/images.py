@@ -76,6 +76,7 @@ class LoadedImage:
 
     rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied
     conversions: list[str] = field(default_factory=list)  # e.g. ["exif-rotated", "converted from CMYK"]
+    pages: int = 1  # pages (TIFF) or frames (GIF, WebP, APNG) in the file: only the first is read
 
     @property
     def size(self) -> tuple[int, int]:
@@ -155,10 +156,13 @@ def load_rgb(path: str | Path, max_pixels: int = 40_000_000, min_side: int = 32)
         if min(w, h) < min_side:
             raise SkipImage("too-small", f"{w}x{h}: shorter side < {min_side} px")
         try:
+            pages = int(getattr(img, "n_frames", 1) or 1)  # counted before decoding: counting seeks
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()  # full decode: truncation and corruption surface here
             conversions: list[str] = []
+            if pages > 1:
+                conversions.append(f"page 1 of {pages} read ({pages - 1} more not read: one photo per file)")
             orientation = img.getexif().get(0x0112, 1)
             if orientation not in (None, 1):
                 img = ImageOps.exif_transpose(img)
@@ -174,7 +178,17 @@ def load_rgb(path: str | Path, max_pixels: int = 40_000_000, min_side: int = 32)
             raise SkipImage("corrupt", f"{type(e).__name__}: {e}") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise SkipImage("corrupt", f"decoded to shape {rgb.shape}, expected (H, W, 3)")
-    return LoadedImage(np.ascontiguousarray(rgb), conversions)
+    return LoadedImage(np.ascontiguousarray(rgb), conversions, pages)
+
+
+def multi_page_note(pages: "list[int]") -> str | None:
+    """One line for a report when some files held more pages (or frames) than the one g2g reads, else None;
+    ``pages``: :attr:`LoadedImage.pages` of the files read."""
+    extra = [n - 1 for n in pages if n > 1]
+    if not extra:
+        return None
+    return (f"{len(extra)} multi-page file(s) (TIFF pages, GIF/WebP frames): only the first page of each was read, "
+            f"{sum(extra)} more page(s) were not; save one photo per file to use them")
 
 
 def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Path, str]]]:

@@ -13,12 +13,14 @@ import json
 import os
 import re
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from g2g.errors import G2GError
-from g2g.io.files import append_jsonl, atomic_write_text, intact, read_jsonl, repair_jsonl_tail
+from g2g.io.files import (append_jsonl, atomic_write_text, confine_writes, intact, read_jsonl, refuse_links,
+                          repair_jsonl_tail)
 
 MANIFEST = "manifest.jsonl"
 LOCK_PREFIX = ".g2g-lock-"  # OUT/.g2g-lock-<what>: held (flock) by the run writing there
@@ -73,7 +75,8 @@ def folder_owner(out: Path) -> str | None:
 VERB_WRITES = {
     "prepare": ("manifest.jsonl", "prepare_config.json", "preview.jpg"),
     "mix": ("manifest.jsonl", "run.json", "grid.jpg", "aligned"),
-    "train": ("config.json", "split.json", "metrics.jsonl", "losses.png", "checkpoints", "samples", "cache"),
+    "train": ("config.json", "split.json", "metrics.jsonl", "losses.png", "checkpoints", "samples", "cache",
+              "tensorboard"),
     "export": ("content_encoder.onnx", "class_encoder.onnx", "decoder.onnx", "identity.onnx", "g2g_model.json",
                "SHA256SUMS"),
 }
@@ -94,8 +97,12 @@ def _unmarked_but_ours(out: Path, verb: str) -> bool:
 def claim_output(out: Path, verb: str) -> None:
     """Make ``out`` ``verb``'s output folder: refuse (one line) a folder another verb made, or one without g2g's
     marker that holds files ``verb`` would write (the user's own ``manifest.jsonl``, ``config.json``...), mark a
-    new one, and remove temporary files that a killed run left behind. Nothing is written before these checks."""
+    new one, and remove temporary files that a killed run left behind. Nothing is written before these checks, and
+    from then on nothing is written through a symbolic link inside ``out`` (:func:`~g2g.io.files.confine_writes`)."""
     out = Path(out)
+    confine_writes(out)
+    for name in (FOLDER_MARKER, *VERB_WRITES[verb]):  # before anything is written: a planted link, in one line
+        refuse_links(out / name)
     owner = folder_owner(out) if out.is_dir() else None
     if owner not in (None, verb):
         raise G2GError(f"{out} holds the output of g2g {owner}; g2g {verb} writes into a folder of its own: "
@@ -139,9 +146,10 @@ class Manifest:
     """``OUT/manifest.jsonl``; ``append`` is thread-safe, and :func:`~g2g.io.files.append_jsonl` writes each line with
     one call to the OS, so processes appending to one manifest (shards) never interleave mid-line."""
 
-    def __init__(self, out: Path, name: str = MANIFEST):
+    def __init__(self, out: Path, name: str = MANIFEST, record: Callable[[dict[str, Any]], bool] | None = None):
         self.out = Path(out)
         self.path = self.out / name
+        self.record = record  # which lines are the verb's own: others (a user's, another tool's) are never read
         self.lock = threading.Lock()
 
     def repair(self) -> "Manifest":
@@ -155,14 +163,28 @@ class Manifest:
             with self.lock:  # one open and one fsync per call, not per line
                 append_jsonl(self.path, records)
 
-    def lines(self) -> Iterator[dict[str, Any]]:
-        """Every whole line, oldest first (a torn line is skipped)."""
-        return read_jsonl(self.path)
+    def lines(self, unread: "Counter[str] | None" = None) -> Iterator[dict[str, Any]]:
+        """Every whole record, oldest first. A torn line, or one that is not the verb's ``record``, is skipped and
+        counted in ``unread`` ("not-json", "not-an-object", "foreign")."""
+        for rec in read_jsonl(self.path, unread):
+            if self.record is None or self.record(rec):
+                yield rec
+            elif unread is not None:
+                unread["foreign"] += 1
 
-    def latest(self, key: Callable[[dict[str, Any]], Hashable]) -> dict[Hashable, dict[str, Any]]:
+    def latest(self, key: Callable[[dict[str, Any]], Hashable],
+               unread: "Counter[str] | None" = None) -> dict[Hashable, dict[str, Any]]:
         """The last line per ``key(line)``: the state after any number of resumes."""
-        return {key(r): r for r in self.lines()}
+        return {key(r): r for r in self.lines(unread)}
 
     def files_intact(self, rec: dict[str, Any], fields: tuple[str, ...] = ("output",)) -> bool:
         """Every file that ``rec`` names in ``fields`` is still on disk exactly as written (its ``FIELD_digest``)."""
         return all(rec.get(f) and intact(self.out / rec[f], rec.get(f"{f}_digest")) for f in fields)
+
+
+def unread_note(unread: Counter, name: str = MANIFEST) -> str | None:
+    """One line for a report about the manifest lines that were not read (:meth:`Manifest.lines`), else None."""
+    if not unread:
+        return None
+    return (f"{name}: {sum(unread.values())} line(s) not read ({', '.join(f'{k}: {v}' for k, v in sorted(unread.items()))}"
+            "): torn by a killed run, or written by another program")

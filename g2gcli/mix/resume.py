@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,31 @@ def settings_sha256(cfg: MixConfig, mixer: Mixer) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()
 
 
-def latest_records(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Last manifest line per (pose, identity): the state after any number of resumes."""
-    return Manifest(out).latest(lambda r: (r.get("pose"), r.get("identity")))  # type: ignore[return-value]
+def is_mix_record(rec: dict[str, Any]) -> bool:
+    """A line ``g2g mix`` wrote: a pose and an identity by name, a status, and for an ok line its output's name."""
+    ok = (rec.get("status") == "ok" and isinstance(rec.get("output"), str)
+          and isinstance(rec.get("mixed_crop") or "", str) and isinstance(rec.get("pose_crop") or "", str)
+          and all(isinstance(rec.get(k), (dict, type(None))) for k in ("output_digest", "mixed_crop_digest")))
+    return isinstance(rec.get("pose"), str) and isinstance(rec.get("identity"), str) and (
+        ok or rec.get("status") == "skipped")
 
 
-def pending(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str, set_sha: str) -> list[tuple[str, str]]:
+def mix_manifest(out: Path) -> Manifest:
+    """OUT/manifest.jsonl, reading only the lines mix wrote."""
+    return Manifest(out, record=is_mix_record)
+
+
+def latest_records(out: Path, unread: Counter | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Last manifest line per (pose, identity): the state after any number of resumes (lines not mix's are skipped
+    and counted in ``unread``)."""
+    return mix_manifest(out).latest(lambda r: (r["pose"], r["identity"]), unread)  # type: ignore[return-value]
+
+
+def pending(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str, set_sha: str,
+            unread: Counter | None = None) -> list[tuple[str, str]]:
     """The pairs not yet done: a pair is done when its last line is ``ok`` for the same model and settings and its
-    output and mixed crop are still whole on disk."""
-    last = manifest.latest(lambda r: (r.get("pose"), r.get("identity")))
+    output and mixed crop are still whole on disk (lines not mix's are counted in ``unread``)."""
+    last = manifest.latest(lambda r: (r["pose"], r["identity"]), unread)
 
     def done(r: dict[str, Any] | None) -> bool:
         return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha

@@ -26,12 +26,12 @@ from g2g.methods.base import Mixer
 from g2g.mix.grid import write_grid
 from g2g.mix.pairs import PairWriter, Writer, pair_names
 from g2g.mix.report import MixReport
-from g2g.mix.resume import pending, settings_sha256
+from g2g.mix.resume import mix_manifest, pending, settings_sha256
 from g2g.mix.sources import Aligner
 from g2g.pairing import Plan, build_plan, group_identities, parse_shard, shard
 from g2g.photos import FacePolicy, output_stems
 from g2g.progress import BatchProgress
-from g2g.io.runfolder import MANIFEST, Manifest, claim_output, run_lock
+from g2g.io.runfolder import MANIFEST, Manifest, claim_output, run_lock, unread_note
 from g2g.runtime import DeviceError
 
 RUN_FILE = "run.json"
@@ -150,8 +150,10 @@ def mix_folders(
     claim_output(inp.out, "mix")
     with run_lock(inp.out, f"mix shard {i}/{n}", cfg.wait):  # shards of one plan run side by side
         _write_run_file(inp, cfg, mixer, plan, f"{i}/{n}", len(pairs), model_sha, set_sha)
-        manifest = Manifest(inp.out).repair()
-        todo = pending(manifest, pairs, model_sha, set_sha)
+        manifest = mix_manifest(inp.out).repair()
+        unread: Counter = Counter()
+        todo = pending(manifest, pairs, model_sha, set_sha, unread)
+        report.notes += [n for n in [unread_note(unread)] if n]
         report.resumed = len(pairs) - len(todo)
         bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
         _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
@@ -191,7 +193,7 @@ def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manife
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     report.timings = {**dict(timings), **{f"aligner_{k}": v for k, v in aligner.seconds.items()}}
-    report.notes += aligner.notes
+    report.notes += aligner.all_notes()
 
 
 def _encode_identities(work: PairWriter, aligner: Aligner, ids: Path, todo: list[tuple[str, str]],

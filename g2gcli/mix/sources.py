@@ -14,7 +14,7 @@ import numpy as np
 
 from g2g.config import MIX_FACE_POLICIES, MixConfig
 from g2g.faces.detect import MTCNN_MIN_FACE
-from g2g.io.images import LoadedImage, SkipImage
+from g2g.io.images import LoadedImage, SkipImage, multi_page_note
 from g2g.methods.base import Mixer
 from g2g.photos import FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, load_photo
 from g2g.faces.preprocess import resize_to_model
@@ -44,6 +44,11 @@ class Aligner:
         self.detector = None
         self.seconds: Counter = Counter()
         self.notes: list[str] = []
+        self.pages: list[int] = []  # of the multi-page files read (only their first page is used)
+
+    def all_notes(self) -> list[str]:
+        """What the report should say about the photos read: the detector's device, multi-page files."""
+        return self.notes + [n for n in [multi_page_note(self.pages)] if n]
 
     def _detector(self) -> Any:
         if self.detector is None:
@@ -61,6 +66,7 @@ class Aligner:
         t = time.perf_counter()
         loaded = list(self.pool.map(self._load, [root / r for r in rels]))
         self.seconds["load"] += time.perf_counter() - t
+        self.pages += [im.pages for im in loaded if isinstance(im, LoadedImage) and im.pages > 1]
         if self.cfg.aligned:
             return [self._take_aligned(r, im) for r, im in zip(rels, loaded)]
         if not any(isinstance(im, LoadedImage) for im in loaded):  # nothing to detect in: no detector needed

@@ -9,6 +9,7 @@ exactly as written.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,6 +45,24 @@ MANIFEST_KEYS = {
     "zoom": float,  # template zoom (g2g.config.AlignConfig)
 }
 
+def is_prepare_record(rec: dict[str, Any]) -> bool:
+    """A line ``g2g prepare`` wrote: a source (or, in a hand-made manifest of crops, an output) and a status, every known key of its type (:data:`MANIFEST_KEYS`;
+    keys a later version added may be absent), and for an ok line the crop it names."""
+    def typed(key: str, value: Any) -> bool:
+        want = MANIFEST_KEYS[key]
+        return isinstance(value, want) or (float in (want if isinstance(want, tuple) else (want,))
+                                           and isinstance(value, int) and not isinstance(value, bool))
+
+    return (rec.get("status") in ("ok", "skipped") and isinstance(rec.get("source", rec.get("output")), str)
+            and (rec["status"] == "skipped" or isinstance(rec.get("output"), str))
+            and all(typed(k, v) for k, v in rec.items() if k in MANIFEST_KEYS))
+
+
+def prepare_manifest(data: Path) -> Manifest:
+    """DATA/manifest.jsonl, reading only the lines prepare wrote."""
+    return Manifest(Path(data), record=is_prepare_record)
+
+
 RETRIED = ("write-error", "detector-error")  # verdicts on the run, not on the photo: a rerun tries again
 
 
@@ -51,7 +70,7 @@ def current_records(recs: Iterator[dict[str, Any]]) -> dict[str, list[dict[str, 
     """Source -> the lines of its latest attempt (a redone photo's new lines replace its old ones)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for r in recs:
-        src = r.get("source")
+        src = r.get("source") or r.get("output")  # a hand-made manifest of crops may name no source photos
         if r.get("face_index") in (None, 0) or src not in out:  # a new attempt starts with face 0 or a skip line
             out[src] = [r]
         else:
@@ -108,7 +127,8 @@ def rounded(a: np.ndarray | list | tuple, nd: int = 2) -> list:
     return np.round(np.asarray(a, dtype=np.float64), nd).tolist()
 
 
-def read_manifest(data: str | Path, ok_only: bool = True) -> list[dict[str, Any]]:
-    """The current manifest lines of a prepared DATA folder (only written crops by default): each source's latest."""
-    recs = [r for lines in current_records(Manifest(Path(data)).lines()).values() for r in lines]
+def read_manifest(data: str | Path, ok_only: bool = True, unread: Counter | None = None) -> list[dict[str, Any]]:
+    """The current manifest lines of a prepared DATA folder (only written crops by default): each source's latest.
+    Lines that are torn or not prepare's are skipped (counted in ``unread``)."""
+    recs = [r for lines in current_records(prepare_manifest(Path(data)).lines(unread)).values() for r in lines]
     return [r for r in recs if r.get("status") == "ok"] if ok_only else recs

@@ -26,6 +26,7 @@ class PrepareReport:
     device: str = ""
     device_note: str = ""  # why the detector runs on the CPU where CUDA was asked for
     preview: Path | None = None  # DATA/preview.jpg: crops per identity and the skipped photos by reason
+    notes: list[str] = field(default_factory=list)  # what was read differently than asked (multi-page files)
 
     @property
     def images_per_s(self) -> float:
@@ -56,4 +57,6 @@ class PrepareReport:
             t.add_row("speed", "nothing left to do", f"{self.elapsed:.1f} s")
         if self.device_note:
             t.add_row("device", self.device_note, "")
+        for note in self.notes:
+            t.add_row("note", note, "")
         return t

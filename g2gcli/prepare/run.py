@@ -23,14 +23,14 @@ from g2g import __version__
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import DISK_ERRNOS, atomic_save_image, atomic_write_json, safe_join
-from g2g.io.images import REASONS, LoadedImage, SkipImage, scan_folder
+from g2g.io.images import REASONS, LoadedImage, SkipImage, multi_page_note, scan_folder
 from g2g.photos import (FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, identity_names, load_photo,
                         output_stems)
 from g2g.prepare.preview import write_preview
-from g2g.prepare.records import current_records, is_final, record, rounded, source_digest
+from g2g.prepare.records import current_records, is_final, prepare_manifest, record, rounded, source_digest
 from g2g.prepare.report import PrepareReport
 from g2g.progress import BatchProgress
-from g2g.io.runfolder import Manifest, claim_output, run_lock
+from g2g.io.runfolder import Manifest, claim_output, run_lock, unread_note
 
 CONFIG_FILE = "prepare_config.json"
 FORMATS = PREPARE_FORMATS
@@ -146,7 +146,7 @@ def prepare_folder(
     if out == src:
         raise PrepareError("-o DATA must differ from SRC")
     report = PrepareReport(out=out)
-    manifest = Manifest(out)
+    manifest = prepare_manifest(out)
     srcs = _sources(src, out, cfg, manifest, report)
     with run_lock(out, "prepare"):  # a second prepare into DATA stops here, before any work
         if srcs.todo and detector is None:
@@ -158,7 +158,9 @@ def prepare_folder(
         report.device = getattr(detector, "device", "") or ""
         report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
         report.elapsed = time.perf_counter() - t_start
-        current = current_records(manifest.lines())
+        unread: Counter = Counter()
+        current = current_records(manifest.lines(unread))
+        report.notes += [n for n in [unread_note(unread)] if n]
         seen = {s: recs[0] for s, recs in current.items()}  # one status per source
         report.preview = write_preview(src, out, current)
         report.total_ok = sum(r["status"] == "ok" for r in seen.values())
@@ -182,6 +184,7 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
 
     template = np.asarray(cfg.align().template())
     bar = BatchProgress("prepare", "images", len(srcs.todo), enabled=progress)  # after the detector: photos only
+    pages: list[int] = []
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-decode")
     try:
         stream = _prefetch(pool, srcs.todo, ahead=2 * cfg.batch_size + cfg.workers, fn=load)
@@ -194,6 +197,7 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
             stage: Counter = Counter()
             photos = crop_faces([r for _, r in chunk], detector, policy, template, cfg.size, cfg.batch_size,
                                 seconds=stage)
+            pages += [r.pages for _, r in chunk if isinstance(r, LoadedImage) and r.pages > 1]
             t = time.perf_counter()
             lines, n_ok, n_skip = [], 0, 0
             for (p, _), photo in zip(chunk, photos):
@@ -217,6 +221,7 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    report.notes += [n for n in [multi_page_note(pages)] if n]
     return dict(timings)
 
 
