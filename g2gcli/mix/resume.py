@@ -32,6 +32,11 @@ def is_mix_record(rec: dict[str, Any]) -> bool:
         ok or rec.get("status") == "skipped")
 
 
+def pair_of(rec: dict[str, Any]) -> tuple[str, str]:
+    """The (pose, identity) a mix record is about: the key whose last line holds a pair's state."""
+    return rec["pose"], rec["identity"]
+
+
 def mix_manifest(out: Path) -> Manifest:
     """OUT/manifest.jsonl, reading only the lines mix wrote."""
     return Manifest(out, record=is_mix_record)
@@ -40,14 +45,14 @@ def mix_manifest(out: Path) -> Manifest:
 def latest_records(out: Path, unread: Counter | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """Last manifest line per (pose, identity): the state after any number of resumes (lines not mix's are skipped
     and counted in ``unread``)."""
-    return mix_manifest(out).latest(lambda r: (r["pose"], r["identity"]), unread)  # type: ignore[return-value]
+    return mix_manifest(out).latest(pair_of, unread)  # type: ignore[return-value]
 
 
 def pending(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str, set_sha: str,
             unread: Counter | None = None) -> list[tuple[str, str]]:
     """The pairs not yet done: a pair is done when its last line is ``ok`` for the same model and settings and its
     output and mixed crop are still whole on disk (lines not mix's are counted in ``unread``)."""
-    last = manifest.latest(lambda r: (r["pose"], r["identity"]), unread)
+    last = manifest.latest(pair_of, unread)
 
     def done(r: dict[str, Any] | None) -> bool:
         return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha

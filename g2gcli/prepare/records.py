@@ -46,8 +46,9 @@ MANIFEST_KEYS = {
 }
 
 def is_prepare_record(rec: dict[str, Any]) -> bool:
-    """A line ``g2g prepare`` wrote: a source (or, in a hand-made manifest of crops, an output) and a status, every known key of its type (:data:`MANIFEST_KEYS`;
-    keys a later version added may be absent), and for an ok line the crop it names."""
+    """A line ``g2g prepare`` wrote: a source (or, in a hand-made manifest of crops, an output) and a status, every
+    known key of its type (:data:`MANIFEST_KEYS`; keys a later version added may be absent), and for an ok line the
+    crop it names."""
     def typed(key: str, value: Any) -> bool:
         want = MANIFEST_KEYS[key]
         return isinstance(value, want) or (float in (want if isinstance(want, tuple) else (want,))
