@@ -54,7 +54,7 @@ def test_readme_documents_every_exit_status():
 
 
 def test_val_people_takes_a_count_or_a_fraction(tmp_path):
-    from g2g.cli import _val_split
+    from g2g.cli.train import _val_split
     from g2g.train.dataset import split_identities
 
     people = [f"p{i:02d}" for i in range(20)]

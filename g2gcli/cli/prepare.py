@@ -1,0 +1,50 @@
+"""``g2g prepare``: its options, parsed into a config, and one call into the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from g2g.cli.common import _flag, _print_json, _verb, app, console
+from g2g.errors import EXIT_SKIPPED, G2GError
+from g2g.config import FACE_POLICIES, PREPARE_FORMATS
+from g2g.faces.preprocess import DEFAULT_ZOOM
+
+
+# (owned by the prepare package: g2gcli/prepare/)
+@app.command()
+@_verb
+def prepare(
+    src: Path = typer.Argument(..., help="Folder of photos: one subfolder per identity, or a flat folder (each photo its own identity)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output DATA folder: aligned crops per identity, manifest.jsonl, prepare_config.json. Rerun to resume."),
+    size: int = typer.Option(128, help="Side of the square aligned crops, px (64 to 256)."),
+    zoom: float = typer.Option(DEFAULT_ZOOM, help=f"Crop covers ZOOM x dlib's 150 px face chip ({DEFAULT_ZOOM}: forehead, chin, some hair)."),
+    faces: Literal[FACE_POLICIES] = typer.Option("largest", help="Photos with several faces: largest (keep the biggest), all (one crop each), skip-multiple."),
+    min_face: int = typer.Option(40, help="Skip faces whose box (longer side) is smaller than this, px in the photo."),
+    min_score: float = typer.Option(0.95, help="Skip faces whose MTCNN detection probability is below this."),
+    device: str = typer.Option("auto", help="Detector device: auto (CUDA when available), cpu, cuda, cuda:N."),
+    batch_size: int = typer.Option(16, help="Photos per MTCNN batch (photos of one size run as one stack)."),
+    workers: int = typer.Option(4, help="Threads decoding photos ahead of detection."),
+    fmt: Literal[PREPARE_FORMATS] = typer.Option("png", "--format", help="Crop format: png (lossless) or jpg (quality 95)."),
+    as_json: bool = _flag(False, "--json", help="Also print the summary as JSON on stdout (the table goes to stderr)."),
+    strict: bool = _flag(False, "--strict", help="Exit with status 1 when this run skipped any photo."),
+) -> None:
+    """Detect faces (MTCNN, 5 landmarks) and align them to a fixed template; every skip gets a reason in the manifest."""
+    from g2g.config import PrepareConfig
+    from g2g.prepare import prepare_folder
+
+    cfg = PrepareConfig(size=size, zoom=zoom, faces=faces, min_face=min_face, min_score=min_score,
+                        device=device, batch_size=batch_size, workers=workers, fmt=fmt)
+    report = prepare_folder(src, out, cfg)
+    console.print(report.table())
+    if report.preview:
+        console.print(f"preview: {report.preview}")
+    _print_json(report, as_json)
+    if report.total_ok == 0:
+        raise G2GError(f"no face was aligned in any of the {report.total} files under {src} (reasons in the table "
+                       f"and {out / 'manifest.jsonl'})")
+    if strict and sum(report.skipped.values()):
+        console.print("[red]--strict: some photos were skipped (see the table and manifest.jsonl)[/red]")
+        raise typer.Exit(EXIT_SKIPPED)
