@@ -1,4 +1,4 @@
-"""One markdown table row per held-out report of bench/quality.sh (README's ablation table).
+"""One markdown table row per held-out report of bench/quality.sh (docs/ablation.md).
 
     python bench/ablation_table.py NAME=WORK/mix-X.json[,WORK/recon-X.json] ...
 """

@@ -1,21 +1,22 @@
-"""The GPU run kit's helpers (see bench/device_run.sh): pack here, unpack and measure there.
+"""The GPU run kit's helpers (see bench/device_run.sh): pack here, unpack and measure on the GPU machine.
 
     python bench/device_kit.py pack DATA [--split RUN/split.json] [--out .device/carry] [--size 128] [--resume MODEL_DIR]
-    python bench/device_kit.py check [CARRY]              # here, just before the call: does it still fit 64 MiB?
-    python bench/device_kit.py unpack CARRY STAGE         # on the device: the carried kit -> data, weights, libraries
-    python bench/device_kit.py slim RUN OUT.pt            # on the device: the EMA generator, float16, under 16 MiB
+    python bench/device_kit.py check [KIT]                # here, before copying: kit + working tree under the size cap?
+    python bench/device_kit.py unpack KIT STAGE           # on the GPU machine: the kit -> data, weights, libraries
+    python bench/device_kit.py slim RUN OUT.pt            # on the GPU machine: the EMA generator, float16, under 16 MiB
     python bench/device_kit.py bench MODEL_DIR OUT.json   # decode throughput: PyTorch eager (CUDA, CPU), ONNX Runtime
 
-``pack`` turns a ``g2g prepare`` folder into ONE folder that one ``device`` call carries (64 MiB with the working
-tree, checked here before anything is sent), so that a remote GPU's first command already trains:
+``pack`` turns a ``g2g prepare`` folder into ONE folder that goes to the GPU machine beside a copy of the working
+tree, both together under a size cap (64 MiB unless ``--budget-mib`` says otherwise; checked here), so that the
+first command there already trains:
 
 - the training people's crops at ``--size`` as WebP, with a manifest that keeps their 5 and 68 landmarks, so the
-  device runs no detector and no dlib;
+  GPU machine runs no detector and no dlib;
 - the two networks the recipe's losses read (dlib's ResNet for L_id, ST-LPIPS VGG16 for α) as packed copies
   (``g2g.weights.pack_state``: float16, or int8 with a scale per output channel where float16 leaves too little
   room for the crops), found there through ``G2G_WEIGHTS_DIR``;
 - the pure-Python library the image lacks (onnxconverter-common, for the fp16 export);
-- with ``--resume MODEL_DIR``: a bundle a first call brought back, to fine-tune from on a fresh machine.
+- with ``--resume MODEL_DIR``: a bundle an earlier run brought back, to fine-tune from on a fresh machine.
 
 What fits is chosen in this order, and ``plan.json`` says what was chosen: float16 weights with crops at WebP
 quality 95 down to 90, then int8 weights with quality 95 down to 80, then fewer crops per person (every training
@@ -36,15 +37,15 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
-CALL_BYTES = 64 * 2**20  # what one device call carries, working tree included
-SLACK_BYTES = 2**20  # for the transfer's own files and rounding
-LIBRARIES = ("onnxconverter_common",)  # pure-Python packages the device image lacks
+CALL_BYTES = 64 * 2**20  # the default size cap of the kit and the working tree together
+SLACK_BYTES = 2**20  # for the copy's own files and rounding
+LIBRARIES = ("onnxconverter_common",)  # pure-Python packages the GPU machine lacks
 LADDER = (*(("float16", q) for q in range(95, 89, -1)), *(("int8", q) for q in range(95, 79, -1)))
 SAMPLE = 300  # crops encoded to estimate a quality's size
 
 
 def _tree_bytes(repo: Path) -> int:
-    """Bytes of what a device call sends besides the carry: tracked files and untracked ones git does not ignore."""
+    """Bytes of the working tree copied beside the kit: tracked files and untracked ones git does not ignore."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True,
                          check=True).stdout.decode().split("\0")
     return sum((repo / f).stat().st_size for f in out if f and (repo / f).is_file())
@@ -128,7 +129,7 @@ def _libraries() -> dict[str, bytes]:
 
 def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resume: Path | None = None,
          budget: int | None = None) -> dict:
-    """Write ``out/kit.tar.gz`` and ``out/plan.json``: the most that fits one device call (see the module doc)."""
+    """Write ``out/kit.tar.gz`` and ``out/plan.json``: the most that fits the size cap (see the module doc)."""
     from g2g.train.appearance_data import first_per_person
 
     people = set(json.loads(split.read_text())["train"]) if split else None
@@ -183,7 +184,7 @@ def pack(data: Path, out: Path, split: Path | None, size: int, repo: Path, resum
         if len(blob) <= budget:  # the estimate was right (else: the next candidate)
             break
     else:
-        raise SystemExit(f"not even two crops per person fit in one device call ({budget / 2**20:.1f} MiB)")
+        raise SystemExit(f"not even two crops per person fit under the size cap ({budget / 2**20:.1f} MiB)")
     from g2g.io.files import atomic_write_bytes
 
     atomic_write_bytes(out / "kit.tar.gz", blob)  # a stale plan.json can then no longer match it: unpack checks
@@ -205,24 +206,24 @@ def _need_kit(carry: Path) -> None:
 
 
 def check(carry: Path, repo: Path) -> bool:
-    """Whether one call still carries the kit: the working tree may have grown since ``pack``."""
+    """Whether the kit and the working tree still fit the size cap: the tree may have grown since ``pack``."""
     _need_kit(carry)
     tree, kit = _tree_bytes(repo), sum(f.stat().st_size for f in carry.iterdir())
     ok = tree + kit <= CALL_BYTES
-    print(f"a device call sends {(tree + kit) / 2**20:.1f} MiB of {CALL_BYTES / 2**20:.0f} (working tree "
-          f"{tree / 2**20:.1f}, kit {kit / 2**20:.1f}){'' if ok else ': too much, pack again'}")
+    print(f"copying the working tree with the kit sends {(tree + kit) / 2**20:.1f} MiB of {CALL_BYTES / 2**20:.0f} "
+          f"(working tree {tree / 2**20:.1f}, kit {kit / 2**20:.1f}){'' if ok else ': too much, pack again'}")
     return ok
 
 
 def unpack(carry: Path, stage: Path) -> dict:
-    """Verify and unpack the carried kit into STAGE/{data,weights,libs,resume}."""
+    """Verify and unpack the kit into STAGE/{data,weights,libs,resume}."""
     from PIL import features
 
     _need_kit(carry)
     plan = json.loads((carry / "plan.json").read_text())
     blob = (carry / "kit.tar.gz").read_bytes()
     if hashlib.sha256(blob).hexdigest() != plan["sha256"]:
-        raise SystemExit("device_kit: kit.tar.gz arrived damaged (sha256 differs); pack and carry it again")
+        raise SystemExit("device_kit: kit.tar.gz arrived damaged (sha256 differs); pack and copy it again")
     if not features.check("webp"):
         raise SystemExit("device_kit: this machine's Pillow cannot read WebP; the kit's crops are WebP")
     stage.mkdir(parents=True, exist_ok=True)
@@ -234,8 +235,8 @@ def unpack(carry: Path, stage: Path) -> dict:
 
 
 def slim(run: Path, out: Path) -> None:
-    """The run's latest EMA generator as a float16 checkpoint (12 MB at the full preset, where the whole checkpoint
-    with its optimiser is 94 MB): what ``g2g export`` and ``g2g train --init-from`` read."""
+    """The run's latest EMA generator as a float16 checkpoint (12 MB at the appearance-gpu preset, where the whole
+    checkpoint with its optimiser is 94 MB): what ``g2g export`` and ``g2g train --init-from`` read."""
     from g2g.train.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(run)
@@ -247,7 +248,7 @@ def slim(run: Path, out: Path) -> None:
 def bench(model_dir: Path, out: Path) -> dict:
     """Decode throughput (pairs/s) of the exported generator at batch 1/8/32/128: PyTorch eager from the bundle's
     weights (bf16 autocast on CUDA; fp32 on the CPU), and ONNX Runtime with the providers it has here. No
-    onnxruntime-gpu: its CUDA provider library alone is 284 MB, four calls' worth of carry for one figure."""
+    onnxruntime-gpu: its CUDA provider library alone is 284 MB, four times the kit's whole size cap."""
     import time
 
     import numpy as np
@@ -311,16 +312,16 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack")
     p.add_argument("data", type=Path)
-    p.add_argument("--split", type=Path, help="a run's split.json: only its training people are carried")
+    p.add_argument("--split", type=Path, help="a run's split.json: only its training people are packed")
     p.add_argument("--out", type=Path, default=Path(".device/carry"))
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--resume", type=Path, help="a bundle a first call brought back (model.tar, unpacked)")
-    p.add_argument("--budget-mib", type=float, help="room the kit may take (default: 64 MiB less the working tree "
+    p.add_argument("--resume", type=Path, help="a bundle an earlier run brought back (model.tar, unpacked)")
+    p.add_argument("--budget-mib", type=float, help="size cap of the kit (default: 64 MiB less the working tree "
                    "and 1 MiB)")
     c = sub.add_parser("check")
-    c.add_argument("carry", type=Path, nargs="?", default=Path(".device/carry"))
+    c.add_argument("carry", type=Path, nargs="?", default=Path(".device/carry"), metavar="KIT")
     a = sub.add_parser("unpack")
-    a.add_argument("carry", type=Path)
+    a.add_argument("carry", type=Path, metavar="KIT")
     a.add_argument("stage", type=Path)
     sl = sub.add_parser("slim")
     sl.add_argument("run", type=Path)
@@ -334,7 +335,8 @@ def main() -> None:
         budget = int(args.budget_mib * 2**20) if args.budget_mib else None
         plan = pack(args.data, args.out, args.split, args.size, repo, args.resume, budget)
         print(json.dumps(plan))
-        print(f"device call: run(command='bash bench/device_run.sh --minutes M', carry=['{args.out}'])")
+        print(f"next, on the GPU machine, with {args.out} in a copy of the working tree: "
+              "bash bench/device_run.sh --minutes M")
     elif args.cmd == "check":
         raise SystemExit(0 if check(args.carry, Path(__file__).resolve().parents[1]) else 1)
     elif args.cmd == "unpack":

@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# The GPU run kit: ONE command on a remote GPU machine, from the repo root, turns its minutes into a model and GPU figures.
+# The GPU run kit: ONE command on a GPU machine, from the repo root, trains for --minutes and leaves a model and GPU
+# figures under $OUT.
 #
 #   here:    python bench/device_kit.py pack DATA --split bench/default_model_split.json   # -> .device/carry (checked)
-#   device:  run(command="bash bench/device_run.sh --minutes 7", carry=[".device/carry"], timeout_s=600)
-#   again:   the same call while the machine is warm goes on from its checkpoint exactly (--resume); on a fresh
+#   there:   bash bench/device_run.sh --minutes 7   # in a copy of the working tree with .device/carry; OUT=results
+#   again:   the same command on the same machine goes on from its checkpoint exactly (--resume); on a fresh
 #            machine, pack with --resume MODEL (the model.tar that came back, unpacked) to fine-tune from it
 #   dry run: bash bench/device_run.sh --dry-run   # the same path on this CPU, tiny preset (tests/test_device_kit.py)
 #   rehearsal: bash bench/device_run.sh --rehearse --minutes 2 --batch 4   # the real kit, preset and size on this CPU
 #
-# On the device: unpack the kit (crops, packed loss weights, onnxconverter-common), install g2g over the machine's
-# own torch (the source tree linked into a site folder: no pip, no download), train the default recipe
-# (appearance identity encoder, --preset full, 128 px, AMP) for --minutes, export the fp16 bundle (every file under
-# 15 MiB), measure decode throughput, and leave under $OUT (at most 8 files, 16 MiB each):
+# On the GPU machine: unpack the kit (crops, packed loss weights, onnxconverter-common), install g2g over the machine's
+# own torch (the source tree linked into a site folder: no pip, no download), train the default recipe at GPU size
+# (--preset appearance-gpu: 128 px, AMP; --size and --batch override it) for --minutes, export the fp16 bundle (every file under
+# 15 MiB), measure decode throughput, and leave under $OUT (8 files, each under 16 MiB):
 #   model.tar (the bundle: g2g mix --model, g2g eval, --init-from), ema.pt (the EMA generator in float16: comes back
 #   even when the export fails, for g2g export or --init-from here), run.tar (metrics.jsonl, losses.png, the last
 #   sample sheet, config.json, split.json), train.json (steps, images/s), bench.json, train.log, export.log.
-# Every step's timing is in the log lines, so the minutes it spends are known before the next lease.
+# Every step's timing is in the log lines, so the time each part takes is known before the next run.
 set -euo pipefail
-MINUTES=7; BATCH=64; SIZE=128; PRESET=full; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""
+MINUTES=7; BATCH=64; SIZE=128; PRESET=appearance-gpu; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift 2 ;;
@@ -46,14 +47,14 @@ elif [ "$REHEARSE" = 1 ]; then  # this machine: the real kit and recipe, a tempo
   OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}; CARRY=${G2G_DEVICE_CARRY:-.device/carry}
   STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-2}
 else
-  OUT=${OUT:?OUT is set by the device tool}; STAGE=/tmp/g2g-device; CARRY=.device/carry
+  OUT=${OUT:?set OUT to the folder the results go to}; STAGE=/tmp/g2g-device; CARRY=.device/carry
   STEPS=${STEPS:-10000000}; WORKERS=${WORKERS:-$(( cores > 4 ? cores - 2 : 2 ))}
 fi
 mkdir -p "$STAGE" "$OUT"
 
 # g2g's packages linked into a site folder in the layout pyproject maps (g2gcli -> g2g, train -> g2g.train, ...),
-# ahead of the carried libraries, before anything imports g2g (the kit's unpack does); the dry run also hides every
-# package the device image lacks, so it fails here where the device would
+# ahead of the kit's libraries, before anything imports g2g (the kit's unpack does); the dry run also hides every
+# package the GPU machine lacks, so it fails here where that machine would
 site="$STAGE/site"; rm -rf "$site"; mkdir -p "$site/g2g"
 for f in g2gcli/*; do ln -s "$repo/$f" "$site/g2g/$(basename "$f")"; done
 ln -s "$repo/train" "$site/g2g/train"; ln -s "$repo/export" "$site/g2g/export"
@@ -65,7 +66,7 @@ fi
 export PYTHONPATH="$site:$STAGE/libs${PYTHONPATH:+:$PYTHONPATH}"
 
 log "unpacking the kit ($CARRY)"
-if ! cmp -s "$CARRY/plan.json" "$STAGE/plan.json"; then  # a warm machine's second call has it already
+if ! cmp -s "$CARRY/plan.json" "$STAGE/plan.json"; then  # a second run on the same machine has it already
   rm -rf "$STAGE/data" "$STAGE/weights" "$STAGE/libs" "$STAGE/resume"
   "$PY" bench/device_kit.py unpack "$CARRY" "$STAGE"
   cp "$CARRY/plan.json" "$STAGE/plan.json"
@@ -86,13 +87,12 @@ g2g() { "$PY" -c "from g2g.cli import main; main()" "$@"; }
 
 run="$STAGE/run"
 from=()
-if [ -f "$run/checkpoints/last.pt" ]; then from=(--resume)  # warm machine, second call: exactly where it stopped
+if [ -f "$run/checkpoints/last.pt" ]; then from=(--resume)  # same machine, second run: exactly where it stopped
 elif [ -d "$STAGE/resume" ]; then from=(--init-from "$STAGE/resume"); fi  # fresh machine: fine-tune from a bundle
-log "training --preset $PRESET --identity-encoder appearance at $SIZE px, batch $BATCH, $WORKERS workers, for $MINUTES min ${from[*]}"
+log "training --preset $PRESET at $SIZE px, batch $BATCH, $WORKERS workers, for $MINUTES min ${from[*]}"
 set +e
-g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --identity-encoder appearance --size "$SIZE" \
-  --batch-size "$BATCH" --steps "$STEPS" --max-minutes "$MINUTES" --optimizer adam --lr 2e-4 \
-  --alpha 1 --gamma 1 --delta 1 --lambda-adv 0 --self-recon 1 --val-people 4 \
+g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --size "$SIZE" --batch-size "$BATCH" \
+  --steps "$STEPS" --max-minutes "$MINUTES" --val-people 4 \
   --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" \
   > "$OUT/train.json" 2> "$OUT/train.log"
 rc=$?
@@ -102,8 +102,8 @@ if [ ! -f "$run/checkpoints/last.pt" ]; then log "training failed (exit $rc) bef
 [ "$rc" = 0 ] || log "training stopped with exit $rc; bringing back what its last checkpoint holds"
 status=$rc
 
-# whatever happens next, the training comes back: the EMA generator in float16 (12 MB at the full preset), which
-# g2g export and g2g train --init-from read here
+# whatever happens next, the training comes back: the EMA generator in float16 (12 MB at the appearance-gpu
+# preset), which g2g export and g2g train --init-from read here
 "$PY" bench/device_kit.py slim "$run" "$OUT/ema.pt"
 files=()
 for f in metrics.jsonl losses.png config.json split.json "samples/$(ls "$run/samples" 2>/dev/null | tail -1)"; do

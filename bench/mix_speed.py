@@ -10,8 +10,8 @@ CPU: B = 1, 8, 32. CUDA (when a GPU and onnxruntime's CUDA provider are usable):
 ORT fp32, ORT fp32 + IO binding, ORT fp16 + IO binding against PyTorch eager
 fp32 and fp16 (autocast); otherwise it says why those rows are skipped.
 
-    python bench/mix_speed.py                 # full 128 px preset, untrained weights
-    python bench/mix_speed.py --preset tiny   # quick check
+    python bench/mix_speed.py                      # funit preset (128 px), untrained weights
+    python bench/mix_speed.py --preset funit-tiny  # quick check
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def timed(fn, repeats: int) -> tuple[float, np.ndarray]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="full", help="model preset (full = 128 px FUNIT size)")
+    ap.add_argument("--preset", default="funit", help="a funit preset (funit: FUNIT's size, 128 px)")
     ap.add_argument("--poses", type=int, default=16)
     ap.add_argument("--ids", type=int, default=4)
     ap.add_argument("--batches", default="1,8,32")

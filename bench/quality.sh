@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Held-out numbers of a model or a non-learned method (README ablation table, model card):
+# Held-out numbers of a model or a non-learned method (docs/ablation.md, MODEL_CARD.md):
 # identity retrieval (top-1/top-5, pose leak) against chance, expression error, landmark error,
 # and for a model the reconstruction PSNR/SSIM/LPIPS, all on people unseen in training.
 #
@@ -22,8 +22,8 @@ case "$MODEL" in
   *) how=(--model "$MODEL"); name=$(basename "$MODEL") ;;
 esac
 g2g mix "$WORK/heldout/poses" "$WORK/heldout/ids" -o "$WORK/mix-$name" "${how[@]}" --aligned --grid
-g2g eval "$WORK/mix-$name" --metric id-sim,id-retrieval,pose,expression --json "$WORK/mix-$name.json"
+g2g eval "$WORK/mix-$name" --metric id-sim,id-retrieval,pose,expression --json > "$WORK/mix-$name.json"
 if [ -d "$MODEL" ]; then
-  g2g eval "$MODEL" "$DATA" --metric recon --split "$SPLIT" --out-dir "$WORK/recon-$name" --json "$WORK/recon-$name.json"
+  g2g eval "$MODEL" "$DATA" --metric recon --split "$SPLIT" --out-dir "$WORK/recon-$name" --json > "$WORK/recon-$name.json"
 fi
 echo "reports: $WORK/mix-$name.json${MODEL:+ }$( [ -d "$MODEL" ] && echo "$WORK/recon-$name.json"); grid: $WORK/mix-$name/grid.jpg"

@@ -1,12 +1,12 @@
 """Training throughput of ``g2g train``: images/s and time per step split into G/D forward/backward.
 
-    python bench/train_speed.py                       # full and small presets at 128 px, batch 4, CPU (+ GPU if any)
-    python bench/train_speed.py --presets small --steps 5 --batch-size 8 --threads 1
+    python bench/train_speed.py                       # funit and funit-small at 128 px, batch 4, CPU (+ GPU if any)
+    python bench/train_speed.py --presets funit-small --steps 5 --batch-size 8 --threads 1
 
 Each step is the real cross-training step (CrossTrainer.step: ST-LPIPS, the dlib
-identity net, hinge GAN, RMSprop, EMA) on synthetic batches with the alignment
-template's landmarks, so only compute is measured. Ratios are against the tiny
-preset at 64 px measured in the same process on the same device (the test-suite
+identity net, hinge GAN, RMSprop, EMA: each preset's own recipe) on synthetic batches
+with the alignment template's landmarks, so only compute is measured. Ratios are against
+the funit-tiny preset at 64 px measured in the same process on the same device (the test-suite
 model). "images" = the 2·batch real images a and b of each step.
 """
 
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from g2g.config import AlignConfig, TrainConfig, model_preset
+from g2g.config import AlignConfig, get_preset
 from g2g.train.step import CrossTrainer
 
 
@@ -44,8 +44,8 @@ def synthetic_batch(n: int, k: int, size: int) -> dict[str, torch.Tensor]:
 
 
 def measure(preset: str, size: int, batch: int, steps: int, dev: torch.device, aux: bool) -> dict[str, float]:
-    cfg = TrainConfig(model=model_preset(preset, image_size=size), batch_size=batch, device=str(dev),
-                      alpha_vgg=1.0 if aux else 0.0, delta_id=1.0 if aux else 0.0)
+    cfg = get_preset(preset).config({"image_size": size}, batch_size=batch, device=str(dev),
+                                    alpha_vgg=1.0 if aux else 0.0, delta_id=1.0 if aux else 0.0)
     tr = CrossTrainer(cfg, dev)
     b = synthetic_batch(batch, 1, size)
     tr.step(b, 0)  # warm-up: allocations, oneDNN/cuDNN plans
@@ -66,14 +66,14 @@ def measure(preset: str, size: int, batch: int, steps: int, dev: torch.device, a
 def report(label: str, r: dict[str, float], base: dict[str, float] | None) -> None:
     parts = " ".join(f"{k} {1000 * r[k]:.0f} ms ({100 * r[k] / r['s_per_step']:.0f}%)"
                      for k in ("forward_g", "backward_g", "forward_d", "backward_d"))
-    ratio = f", {r['s_per_step'] / base['s_per_step']:.1f}x the tiny-64px step" if base else ""
+    ratio = f", {r['s_per_step'] / base['s_per_step']:.1f}x the funit-tiny 64px step" if base else ""
     print(f"{label:<28} {r['s_per_step']:.3f} s/step, {r['images_per_s']:.1f} images/s{ratio}  "
           f"[G {r['params_g_M']:.1f}M, D {r['params_d_M']:.1f}M params]\n{'':<28} {parts}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", default="full,small", help="comma list of presets to time at --size")
+    ap.add_argument("--presets", default="funit,funit-small", help="comma list of funit presets to time at --size")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4, help="pairs per step on the CPU")
     ap.add_argument("--gpu-batch-size", type=int, default=16, help="pairs per step on a GPU")
@@ -88,8 +88,8 @@ def main() -> None:
         batch = args.batch_size if dev.type == "cpu" else args.gpu_batch_size
         print(f"device: {device_name(dev)}; torch {torch.__version__}; batch {batch} pairs; "
               f"{'no aux nets' if args.no_aux else 'ST-LPIPS + dlib identity net included'}")
-        base = measure("tiny", 64, batch, args.steps, dev, not args.no_aux)
-        report("tiny 64px (baseline)", base, None)
+        base = measure("funit-tiny", 64, batch, args.steps, dev, not args.no_aux)
+        report("funit-tiny 64px (baseline)", base, None)
         for preset in args.presets.split(","):
             r = measure(preset, args.size, batch, args.steps, dev, not args.no_aux)
             report(f"{preset} {args.size}px", r, base)

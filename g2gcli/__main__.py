@@ -1,6 +1,6 @@
 """The ``g2g`` command (``g2g`` and ``python -m g2g``, the module form torchrun needs):
 
-    torchrun --nproc_per_node 2 -m g2g train DATA -o RUN --preset small --steps 10000
+    torchrun --nproc_per_node 2 -m g2g train DATA -o RUN --steps 10000
 
 Before the CLI and its libraries are imported, the address-space limit is checked (:mod:`g2g.limits`): a native
 library that cannot map itself fails in ways no handler catches.

@@ -8,6 +8,7 @@ and eval rebuild everything from them and nobody retypes an architecture constan
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -63,7 +64,7 @@ class PrepareConfig:
 PREPARE_FORMATS = ("png", "jpg")
 MIX_FORMATS = ("jpg", "png", "webp")
 FACE_POLICIES = ("largest", "all", "skip-multiple")
-MIX_FACE_POLICIES = ("largest", "skip-multiple")  # one face per photo is mixed; "all" is prepare-only
+MIX_FACE_POLICIES = ("largest", "all", "skip-multiple")  # all: every face of a pose photo, in one output
 PAIR_MODES = ("all", "zip", "by-name", "random")  # g2g mix --pairs (or a CSV file)
 GAN_LOSSES = ("hinge", "nonsat")
 ID_SCHEDULES = ("constant", "linear", "step")
@@ -121,36 +122,10 @@ class ModelConfig:
         return self.image_size // 2**self.content_downs
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # FUNIT-size generator (content map 512 x 16 x 16 at 128 px)
-    "full": {},
-    # small enough for tests and CPU runs
-    "tiny": dict(
-        image_size=64, content_dim=16, content_downs=3, content_res=1, max_dim=128, class_dim=16,
-        class_downs=3, class_code=32, mlp_dim=64, mlp_blocks=2, dec_res=1, disc_dim=16, disc_blocks=3, disc_max=128,
-    ),
-    # the appearance encoder at CPU size (64 px crops)
-    "appearance": dict(image_size=64, identity_encoder="appearance", app_dim=24, app_max=160, app_res=2,
-                       disc_dim=32, disc_max=256, disc_blocks=3),
-    "appearance-tiny": dict(image_size=32, identity_encoder="appearance", app_dim=8, app_max=32, app_res=1,
-                            disc_dim=8, disc_max=32, disc_blocks=2),
-    # a middle size that 2 CPU cores train in about an hour
-    "small": dict(
-        content_dim=32, content_res=2, max_dim=256, class_dim=32, class_code=64, mlp_dim=128,
-        dec_res=2, disc_dim=32, disc_max=256,
-    ),
-}
-
-
-def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    if name not in PRESETS:
-        raise G2GError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}", usage=True)
-    return ModelConfig(**{**PRESETS[name], **overrides})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """Cross-training settings; loss-weight defaults are the research runs'."""
+    """Cross-training settings. A run takes them from its preset (PRESETS: the whole recipe) and the options given;
+    these defaults are only the base a preset starts from (``g2g train`` never uses them bare)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 100_000  # generator updates
@@ -192,6 +167,89 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips of training crops (landmarks follow)
 
 
+# --- presets: each one named training recipe, whole (docs/cli/train.md tabulates them from here) ---------------------
+# the TrainConfig fields a recipe sets; the others (device, workers, seed, logging, the split, AMP) belong to the run
+RECIPE_FIELDS = ("steps", "batch_size", "k_shot", "optimizer", "lr_gen", "lr_dis", "weight_decay", "beta1", "beta2",
+                 "alpha_vgg", "gamma_cyc", "lambda_adv", "delta_id", "zeta_dis", "self_recon", "gan_loss", "id_schedule",
+                 "id_start", "id_warmup", "id_step_every", "id_step_count", "perceptual", "erase_landmarks", "ema_beta",
+                 "flip")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: the architecture and its size (ModelConfig fields) and the training (TrainConfig fields:
+    optimiser, learning rates, loss weights, schedule, batch). Fields it leaves out keep the dataclass defaults."""
+
+    summary: str  # one line for --help and docs/cli/train.md
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, model: dict[str, Any] | None = None, **train: Any) -> TrainConfig:
+        """This recipe as a TrainConfig; ``model`` and ``train`` fields given here replace the recipe's own."""
+        return TrainConfig(model=ModelConfig(**{**self.model, **(model or {})}), **{**self.train, **train})
+
+
+# the default model's training (g2gcli/assets/model/g2g_model.json): Adam 2e-4, s = α = γ = δ = 1, no GAN term
+_APPEARANCE_TRAIN = dict(batch_size=8, optimizer="adam", lr_gen=2e-4, lr_dis=2e-4, alpha_vgg=1.0, gamma_cyc=1.0,
+                         lambda_adv=0.0, delta_id=1.0, zeta_dis=0.2, self_recon=1.0)
+# the seed's FUNIT training (FUNIT's funit_animals.yaml): RMSprop 1e-4, γ = 10, λ_g = 1
+_FUNIT_TRAIN = dict(batch_size=8, optimizer="rmsprop", lr_gen=1e-4, lr_dis=1e-4, alpha_vgg=1.0, gamma_cyc=10.0,
+                    lambda_adv=1.0, delta_id=1.0, zeta_dis=0.2, self_recon=1.0)
+_APPEARANCE_CPU = dict(image_size=64, identity_encoder="appearance", app_dim=24, app_max=160, app_res=2,
+                       disc_dim=32, disc_max=256, disc_blocks=3)
+
+PRESETS: dict[str, Preset] = {
+    "appearance": Preset("the default model's recipe: masked rest, warped identity photos; 64 px, for a CPU",
+                         _APPEARANCE_CPU, _APPEARANCE_TRAIN),
+    "appearance-gpu": Preset("appearance at GPU size: E_A and E_B of 32 to 192 channels, 128 px, batch 64",
+                             dict(image_size=128, identity_encoder="appearance"), {**_APPEARANCE_TRAIN, "batch_size": 64}),
+    "appearance-tiny": Preset("appearance in miniature for tests: 32 px, a few channels, batch 2",
+                              dict(image_size=32, identity_encoder="appearance", app_dim=8, app_max=32, app_res=1,
+                                   disc_dim=8, disc_max=32, disc_blocks=2), {**_APPEARANCE_TRAIN, "batch_size": 2}),
+    # FUNIT-size generator (content map 512 x 16 x 16 at 128 px)
+    "funit": Preset("the seed's recipe: FUNIT's generator and training at FUNIT's size, 128 px",
+                    dict(image_size=128), _FUNIT_TRAIN),
+    "funit-small": Preset("funit at half width: 2 CPU cores train it in about an hour",
+                          dict(image_size=128, content_dim=32, content_res=2, max_dim=256, class_dim=32, class_code=64,
+                               mlp_dim=128, dec_res=2, disc_dim=32, disc_max=256), _FUNIT_TRAIN),
+    "funit-tiny": Preset("funit in miniature for tests: 64 px, a few channels",
+                         dict(image_size=64, content_dim=16, content_downs=3, content_res=1, max_dim=128, class_dim=16,
+                              class_downs=3, class_code=32, mlp_dim=64, mlp_blocks=2, dec_res=1, disc_dim=16,
+                              disc_blocks=3, disc_max=128), _FUNIT_TRAIN),
+}
+PRESET_ALIASES = {"full": "funit", "small": "funit-small", "tiny": "funit-tiny"}  # the names before the recipes had theirs
+DEFAULT_PRESET = "appearance"  # what `g2g train DATA -o RUN` trains: the shipped model's recipe
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (or an old alias of it); an unknown name is a one-line usage error."""
+    found = PRESETS.get(PRESET_ALIASES.get(name, name))
+    if found is None:
+        raise G2GError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}", usage=True)
+    return found
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The architecture of preset ``name``, with ``overrides``."""
+    return ModelConfig(**{**get_preset(name).model, **overrides})
+
+
+def format_value(value: Any) -> str:
+    """A config value as the docs and --help write it: 0.0002, 1, true."""
+    return f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def preset_tables() -> str:
+    """The markdown of every preset's whole recipe (docs/cli/train.md shows it; a test keeps the two equal)."""
+    cfgs = {name: p.config() for name, p in PRESETS.items()}
+    rows = [(k, [getattr(c, k) for c in cfgs.values()]) for k in RECIPE_FIELDS]
+    rows += [(f"model.{f.name}", [getattr(c.model, f.name) for c in cfgs.values()]) for f in dataclasses.fields(ModelConfig)]
+    lines = ["| field | " + " | ".join(f"`{n}`" for n in cfgs) + " |", "|---" * (len(cfgs) + 1) + "|"]
+    lines += [f"| `{k}` | " + " | ".join(map(format_value, vals)) + " |" for k, vals in rows if len(set(vals)) > 1]
+    same = ", ".join(f"`{k}` {format_value(vals[0])}" for k, vals in rows if len(set(vals)) == 1)
+    return "\n".join(lines) + "\n\n" + textwrap.fill(f"The same in every preset: {same}.", 116) + "\n"
+
+
 @dataclass(frozen=True)
 class MixConfig:
     method: str = "auto"  # auto (the model if given, else the default method) or a method of g2g.methods
@@ -208,7 +266,9 @@ class MixConfig:
     device: str = "auto"
     strict: bool = False  # any skip makes a non-zero exit
     wait: bool = False  # another run writing the same OUT and shard: wait for it (else stop with one line)
-    faces: str = "largest"
+    faces: str = "largest"  # photos with several faces: largest | all (poses; identities: largest) | skip-multiple
+    reference: str | None = None  # a photo of the person to replace: only pose faces that match it are mixed
+    reference_distance: float = 0.6  # dlib embedding distance below which a face matches (dlib's same-person bound)
     min_face: int = 40
     min_score: float = 0.95
     feather: float = 0.1  # width of the paste-back mask's soft edge, fraction of the crop
@@ -217,6 +277,8 @@ class MixConfig:
     # None: default for the default method (auto, no model), none for an explicit --method
     workers: int = 4
     fmt: str = "jpg"  # output image format
+    quality: int | None = None  # JPEG/WebP quality 1-100 (WebP 100: lossless); None: 95; refused with png
+    overwrite: bool = False  # OUT made with other settings: replace its outputs (else refused); redo this shard's
     max_pixels: int = 40_000_000  # larger photos are skipped (decompression bombs), as in prepare
     grid_max: int = 16  # --grid shows at most this many poses (rows) and identities (columns)
 

@@ -39,7 +39,7 @@ def run_demo(out: Path, device: str = "auto", progress: bool = True, method: str
             return _prepare_only(out, poses, device, progress, note=str(e))
     from g2g.mix import mix_folders
 
-    report = mix_folders(poses, ids, out / "mixed", MixConfig(grid=True, device=device, method=method),
+    report = mix_folders(poses, ids, out / "mixed", MixConfig(grid=True, device=device, method=method, overwrite=True),
                          progress=progress)
     notes = list(report.notes) + column_check(out / "mixed")
     return DemoResult(out=out, grid=report.grid, mixed=True, report=report, notes=notes)

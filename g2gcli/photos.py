@@ -241,11 +241,21 @@ def native_sides(root: Path, rels: list[str], cfg: Any, template: np.ndarray, si
         return sides
     photos = [p for p in (load_photo(root / r, cfg.max_pixels, MTCNN_MIN_FACE) for r in rels[:limit])
               if not isinstance(p, SkipImage)]
-    if not photos:
+    return photo_sides([p.rgb for p in photos], cfg, template, size)
+
+
+def photo_sides(rgbs: list[np.ndarray], cfg: Any, template: np.ndarray, size: int, detector: Any = None
+                ) -> list[float]:
+    """:func:`native_sides` of photos already in memory (RGB arrays; the caller picks which), with ``detector``
+    when one is open."""
+    if cfg.aligned:
+        return [float(min(rgb.shape[:2])) for rgb in rgbs]
+    sides: list[float] = []
+    if not rgbs:
         return sides
-    detector, _ = detector_or_cpu(cfg.device, cfg.min_face)
+    detector = detector if detector is not None else detector_or_cpu(cfg.device, cfg.min_face)[0]
     policy = FacePolicy(cfg.faces if cfg.faces != "all" else "largest", cfg.min_face, cfg.min_score)
-    for found in detector.detect_batch([p.rgb for p in photos]):
+    for found in detector.detect_batch(rgbs):
         if isinstance(found, Exception):
             continue
         chosen, _, _ = select_faces(found or [], policy)

@@ -1,14 +1,23 @@
-"""What the batch verbs show: one progress display (prepare, mix) and one summary-table layout (every verb).
+"""What the batch verbs show: one progress display (prepare, mix, train, eval) and one summary-table layout.
 
-On a terminal: a rich bar with items/s, ok and skipped counts and ETA. In a log
-file (not a terminal): a plain line every 30 s and at the end.
+On a terminal: a rich bar whose description names the stage ("mix: detecting identity photos 12/59"), with the
+stage's count, items/s, ETA and ok / skipped counts. In a log file (not a terminal): a plain line when a stage
+begins, every 30 s, and when a count is complete.
+
+The ETA waits until it means something: the rate is measured from the first finished item (start-up, model
+loading and the first item's warm-up are left out), and nothing is estimated before ``MIN_ITEMS`` more items and
+``MIN_SECONDS`` of the stage's own work ("ETA --" until then).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MIN_ITEMS = 3  # items after the first finished one before any rate or ETA is shown
+MIN_SECONDS = 5.0  # seconds of work after the first finished item before any rate or ETA is shown
 
 
 def say(line: str) -> None:
@@ -16,6 +25,12 @@ def say(line: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(line, soft_wrap=True)
+
+
+def stage_line(label: str, stage: str, enabled: bool = True) -> None:
+    """A stage that begins before there is anything to count ("mix: loading the models"): one line on stderr."""
+    if enabled:
+        say(f"{label}: {stage}")
 
 
 def summary_table(title: str, columns: list[str], right: int = 1) -> Any:
@@ -33,39 +48,100 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+@dataclass
+class _Count:
+    """One count shown by the display: the main items, or a stage's own (identity photos detected)."""
+
+    total: int
+    done: int
+    unit: str
+    first: tuple[float, int] | None = None  # (time, done) at the first update that finished an item of this run
+    finished: bool = False  # its completion line was printed (log)
+
+    def update(self, done: int, now: float) -> None:
+        if self.first is None and done > self.done:
+            self.first = (now, done)
+        self.done = done
+
+    def rate(self, now: float) -> float | None:
+        """Items/s since the first finished item; None until ``MIN_ITEMS`` items and ``MIN_SECONDS`` seconds."""
+        if self.first is None:
+            return None
+        t1, n1 = self.first
+        if self.done - n1 < MIN_ITEMS or now - t1 < MIN_SECONDS:
+            return None
+        return (self.done - n1) / (now - t1)
+
+
 class BatchProgress:
     """Progress of ``total`` items (photos, pairs, training steps), ``done`` of them before this run.
 
     ``counts``: show ok / skipped counts (prepare, mix); training shows its loss terms through ``set(detail=...)``
     instead, after the count, rate and ETA, so that a narrow terminal cuts the losses, never the step or ETA.
+    :meth:`stage` names what is being done now (with its own count where it has one). ``clock`` is injectable for
+    tests.
     """
 
     def __init__(self, label: str, unit: str, total: int, done: int = 0, enabled: bool = True, counts: bool = True,
-                 every: float = 30.0, deadline: float | None = None):
+                 every: float = 30.0, deadline: float | None = None, stage: str = "",
+                 clock: Callable[[], float] = time.perf_counter):
         from rich.console import Console
 
         self.label, self.unit, self.total, self.done, self.counts, self.every = label, unit, total, done, counts, every
-        self.deadline = deadline  # time.perf_counter() at which the run stops anyway (train --max-minutes)
-        self.start_done = done
+        self.deadline = deadline  # clock() at which the run stops anyway (train --max-minutes)
+        self.clock = clock
         self.ok = self.skipped = 0  # counted by this run (``done`` also holds resumed items)
         self.detail = ""
         self.lock = threading.Lock()
-        self.t0 = time.perf_counter()
-        self.last = float("-inf")  # in a log, the first update prints at once (it tells what one item costs)
+        self.main = _Count(total, done, unit)
+        self.stages: dict[str, _Count | None] = {}  # None: the stage counts the main items
+        self.current = ""
+        self.last = float("-inf")  # in a log, the first update prints at once (the work has begun)
         self.console = Console(stderr=True)
         self.log = enabled and not self.console.is_terminal
         self.bar = None
         if enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self._start_bar()
+        if stage:
+            self.stage(stage)
 
-            extra = "ok {task.fields[ok]} skipped {task.fields[skipped]}" if counts else "{task.fields[detail]}"
-            self.bar = Progress(
-                TextColumn(f"[bold]{label}[/bold]"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeRemainingColumn(), TextColumn(extra),
-                console=self.console,
-            )
-            self.task = self.bar.add_task(label, total=total, completed=done, rate="-", ok=0, skipped=0, detail="")
-            self.bar.start()
+    def _start_bar(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        extra = "ok {task.fields[ok]} skipped {task.fields[skipped]}" if self.counts else "{task.fields[detail]}"
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}[/bold]"), BarColumn(bar_width=20), TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"), TextColumn(extra),
+            console=self.console,
+        )
+        self.task = self.bar.add_task(self._title(), total=self.total, completed=self.done, count="", rate="-",
+                                      eta="--", ok=0, skipped=0, detail="")
+        self._render(self.clock(), force=False)
+        self.bar.start()
+
+    def stage(self, name: str, total: int | None = None, unit: str | None = None) -> Callable[[int], None]:
+        """Show ``name`` as what is being done now; -> a function counting its items (thread-safe).
+
+        With ``total`` the stage has its own count ("detecting identity photos 12/59", in ``unit``); without, it
+        counts the main items (:meth:`advance`). Entering a stage again keeps its count; in a log, the first entry
+        of each stage prints a line at once.
+        """
+        with self.lock:
+            new = name not in self.stages
+            if new:
+                self.stages[name] = _Count(total, 0, unit or self.unit) if total is not None else None
+            self.current = name
+            self._render(self.clock(), force=new)
+        return lambda n=1: self._step(name, n)
+
+    def _step(self, name: str, n: int) -> None:
+        with self.lock:
+            count = self.stages[name]
+            if count is None:
+                self._show(self.done + n)
+                return
+            count.update(count.done + n, self.clock())
+            self._render(self.clock(), force=False)
 
     def advance(self, ok: int = 0, skipped: int = 0) -> None:
         """Count ``ok`` finished and ``skipped`` items; safe to call from worker threads."""
@@ -80,23 +156,48 @@ class BatchProgress:
                 self.detail = detail
             self._show(done)
 
+    def eta(self) -> float | None:
+        """Seconds left of the count shown now; None while the rate means nothing yet."""
+        count = self._shown()
+        now = self.clock()
+        rate = count.rate(now)
+        left = (count.total - count.done) / rate if rate else None
+        if self.deadline is not None and count is self.main and left is not None:
+            left = min(left, max(self.deadline - now, 0.0))
+        return left
+
+    def _shown(self) -> _Count:
+        return self.stages.get(self.current) or self.main
+
+    def _title(self) -> str:
+        return f"{self.label}: {self.current}" if self.current else self.label
+
     def _show(self, done: int) -> None:
         self.done = done
-        now = time.perf_counter()
-        rate = (done - self.start_done) / max(now - self.t0, 1e-9)  # this run's items only
+        self.main.update(done, self.clock())
+        self._render(self.clock(), force=False)
+
+    def _render(self, now: float, force: bool) -> None:
+        count = self._shown()
+        rate, eta = count.rate(now), self.eta()
+        rate_text = "-" if rate is None else f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+        eta_text = "--" if eta is None else _duration(eta)
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, rate=f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}", ok=self.ok,
-                            skipped=self.skipped, detail=self.detail)
-        elif self.log and (now - self.last >= self.every or done == self.total):
+            self.bar.update(self.task, description=self._title(), total=count.total, completed=count.done,
+                            count=f"{count.done}/{count.total}", rate=f"{rate_text} {count.unit}/s", eta=eta_text,
+                            ok=self.ok, skipped=self.skipped, detail=self.detail)
+            return
+        complete = count.done >= count.total and not count.finished
+        if not self.log or not (force or complete or now - self.last >= self.every):
+            return
+        if not force:  # a stage's first line leaves the next update's line due at once
             self.last = now
-            left = (self.total - done) / rate if rate > 0 else float("inf")
-            if self.deadline is not None:
-                left = min(left, max(self.deadline - now, 0.0))
-            eta = _duration(left) if left != float("inf") else "-"
-            counts = f", ok {self.ok}, skipped {self.skipped}" if self.counts else ""
-            detail = f" | {self.detail}" if self.detail else ""
-            self.console.print(f"{self.label}: {done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, "
-                               f"ETA {eta}{counts}{detail}", soft_wrap=True)
+        count.finished = count.finished or complete
+        counts = f", ok {self.ok}, skipped {self.skipped}" if self.counts and count is self.main else ""
+        detail = f" | {self.detail}" if self.detail else ""
+        head = f"{self.label}: {self.current}" if self.current else f"{self.label}:"
+        self.console.print(f"{head} {count.done}/{count.total} {count.unit}, {rate_text} {count.unit}/s, "
+                           f"ETA {eta_text}{counts}{detail}", soft_wrap=True)
 
     def close(self) -> None:
         if self.bar is not None:

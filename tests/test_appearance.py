@@ -286,12 +286,14 @@ def test_appearance_recipe_trains_exports_and_mixes(tmp_path, prepared_small, on
 
 
 def test_appearance_without_gan_term_builds_and_saves_no_discriminator(tmp_path, prepared_small, one_thread):
-    """λ_g = 0 (the default model's recipe): no discriminator in memory or in checkpoints, and --resume still works."""
+    """λ_g = 0 (the default model's recipe, and so the appearance presets'): no discriminator in memory or in
+    checkpoints, and --resume still works."""
     from g2g.train.checkpoint import load_checkpoint
     from g2g.train.trainer import build_config, train
 
     cfg = build_config(prepared_small, preset="appearance-tiny", size=32, steps=2, batch_size=2, workers=0,
-                       log_every=1, checkpoint_every=1, optimizer="adam", lambda_adv=0.0, val_fraction=0.34)
+                       log_every=1, checkpoint_every=1, val_fraction=0.34)
+    assert (cfg.lambda_adv, cfg.optimizer) == (0.0, "adam")
     train(prepared_small, tmp_path / "run", cfg, progress=False)
     state = load_checkpoint(tmp_path / "run")
     assert "discriminator" not in state and "opt_d" not in state and state["step"] == 2

@@ -23,13 +23,11 @@ def _help(*verb: str) -> str:
 
 def test_help_shows_choices_panels_and_plain_flags():
     mix = _help("mix")
-    assert "<" + "|".join(METHODS) + ">" in mix  # --method's choices, from the one list the mixers check
+    assert ", ".join(METHODS) in re.sub(r"-\s+", "-", " ".join(mix.split()))  # click wraps at a hyphen  # --method's choices (metavar METHOD), from the one list the mixers check
     strict = next(line for line in mix.splitlines() if "--strict" in line)
     assert "<bool>" not in strict  # a flag takes no value
     train = _help("train")
-    for panel in ("Data", "Model", "Losses", "Schedule", "Run"):
-        assert re.search(rf"─ {panel} ─", train), panel
-    assert "<" + "|".join(IDENTITY_ENCODERS) + ">" in train
+    assert ", ".join(IDENTITY_ENCODERS) in " ".join(train.split())  # the choices, in the help sentence
     assert "<hinge|nonsat>" in train and "<rmsprop|adam>" in train
 
 

@@ -27,7 +27,7 @@ def _kit():
 
 def _need_git():
     if shutil.which("git") is None or not (REPO / ".git").exists():
-        pytest.skip("the kit sizes what a device call sends with git; this tree is not a git checkout")
+        pytest.skip("the kit sizes the working tree with git; this tree is not a git checkout")
 
 
 def test_pack_trades_weight_precision_then_crops_for_room_and_keeps_every_person(tmp_path, prepared_small):
@@ -71,7 +71,7 @@ def test_pack_then_dry_run_trains_exports_and_brings_back_a_bundle_that_mixes(tm
     plan = json.loads(pack.stdout.splitlines()[0])
     assert plan["people"] == len(people) - 1 and plan["weights"] == "float16"
     sent = sum(f.stat().st_size for f in carry.iterdir()) + _kit()._tree_bytes(REPO)
-    assert sent < 64 * 2**20  # one device call carries it, working tree included
+    assert sent < 64 * 2**20  # under the default size cap, working tree included
     check = subprocess.run([sys.executable, "bench/device_kit.py", "check", str(carry)], cwd=REPO, capture_output=True,
                            text=True)
     assert check.returncode == 0 and f"sends {sent / 2**20:.1f} MiB of 64" in check.stdout, check.stdout + check.stderr

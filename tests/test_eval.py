@@ -258,11 +258,15 @@ def test_cli_eval_and_one_line_errors(crops, tmp_path):
 
     good_out, _ = _good_and_swapped(crops, tmp_path)
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", str(good_out), "--metric", "id-retrieval", "--device", "cpu",
-                              "--json", str(tmp_path / "out.json"), "--out-dir", str(tmp_path / "ev")])
+    res = runner.invoke(app, ["eval", str(good_out), "--metric", "id-retrieval", "--device", "cpu", "--json",
+                              "--out-dir", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
-    data = json.loads((tmp_path / "out.json").read_text())
+    data = json.loads(res.stdout)  # --json: the report alone on stdout, the table on stderr
     assert data["metrics"] == ["id-retrieval"] and data["networks"][0]["name"] == "dlib"
+    assert json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"] == ["id-retrieval"]
+    old_form = runner.invoke(app, ["eval", str(good_out), "--metric", "id-retrieval", "--json", "out.json"])
+    cli_error(old_form, 2, "--json is a flag now")  # the old --json PATH: its path fell into DATA
+    assert str(good_out / "eval" / "report.json") in old_form.output
     assert (tmp_path / "ev" / "per_image.csv").exists()
     cli_error(runner.invoke(app, ["eval", str(good_out), "--metric", "nonsense"]), 2, "--metric")  # a usage error
     cli_error(runner.invoke(app, ["eval", str(good_out), "--eval-net", "arcface"]), 2, "--eval-net")

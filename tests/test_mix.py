@@ -345,7 +345,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_dir, crops):
         (dict(poses=tmp_path / "missing", ids=ids), MixError, "is not a folder"),
         (dict(poses=poses, ids=ids, cfg=replace(ALIGNED, shard="5/3")), PairingError, "1 <= i <= n"),
         (dict(poses=poses, ids=other, cfg=replace(ALIGNED, pairs="by-name")), PairingError, "no pose matches"),
-        (dict(poses=poses, ids=ids, cfg=replace(ALIGNED, faces="all")), MixError, "--faces"),
+        (dict(poses=poses, ids=ids, cfg=replace(ALIGNED, faces="many")), MixError, "--faces"),
         (dict(poses=poses, ids=ids, model_dir=tmp_path / "nomodel"), BundleError, "does not exist"),
         (dict(poses=poses, ids=ids, cfg=replace(ALIGNED, device="gpu")), MixError, "unknown device"),
     ]

@@ -238,3 +238,18 @@ def test_cli_prepare(tmp_path):
     cli_error(res, 3, "no images")
     res = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "d3"), "--size", "9"])
     cli_error(res, 2, "--size")  # an option value no verb accepts: a usage error
+
+
+def test_a_video_gets_the_extract_frames_hint(tmp_path):
+    """A folder of video clips is not "no images found" alone: the line says how to get frames."""
+    from typer.testing import CliRunner
+
+    from g2g.cli import app
+
+    src = tmp_path / "clips"
+    src.mkdir()
+    (src / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    res = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "data")])
+    assert res.exit_code == 3, res.output
+    assert "1 video file(s) skipped" in res.output and "ffmpeg -i" in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "data").exists()

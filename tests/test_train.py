@@ -1,6 +1,6 @@
 """g2g train: networks, losses, perceptual net, data, cross training on real faces, resume, DDP, CLI.
 
-Everything uses the tiny preset on 32-64 px crops so the file runs on 2 CPU cores.
+Everything uses the funit-tiny preset on 32-64 px crops so the file runs on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_cfg(size: int = 64, **kw) -> TrainConfig:
     base = dict(steps=6, batch_size=2, log_every=1, sample_every=1000, checkpoint_every=1000, workers=0, device="cpu")
     base.update(kw)
-    return TrainConfig(model=model_preset("tiny", image_size=size), **base)
+    return TrainConfig(model=model_preset("funit-tiny", image_size=size), **base)
 
 
 def template_landmarks(n: int, size: int) -> torch.Tensor:
@@ -62,7 +62,7 @@ def tiny_data(tmp_path_factory, prepared_small) -> Path:
 
 
 def test_cross_forward_shapes_and_every_parameter_gets_a_gradient():
-    cfg = model_preset("tiny")
+    cfg = model_preset("funit-tiny")
     torch.manual_seed(0)
     gen, dis = Generator(cfg), PatchDiscriminator(cfg)
     a_k, b_k = torch.rand(2, 2, 3, 64, 64) * 2 - 1, torch.rand(2, 2, 3, 64, 64) * 2 - 1  # K = 2
@@ -88,11 +88,11 @@ def test_every_identity_encoder_has_a_recipe_and_an_unknown_one_is_one_line():
     from g2g.config import IDENTITY_ENCODERS
     from g2g.train.recipes import RECIPES, recipe_for
 
-    assert {recipe_for(model_preset("tiny", identity_encoder=e)).name for e in IDENTITY_ENCODERS} == set(RECIPES)
-    assert recipe_for(model_preset("tiny")).name == "funit"
+    assert {recipe_for(model_preset("funit-tiny", identity_encoder=e)).name for e in IDENTITY_ENCODERS} == set(RECIPES)
+    assert recipe_for(model_preset("funit-tiny")).name == "funit"
     assert recipe_for(model_preset("appearance-tiny", identity_encoder="dlib")).name == "appearance"
     with pytest.raises(TrainError, match="unknown identity encoder 'nope'; choose from funit"):
-        recipe_for(model_preset("tiny", identity_encoder="nope"))
+        recipe_for(model_preset("funit-tiny", identity_encoder="nope"))
 
 
 # --- losses ----------------------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
 
 
 def test_max_minutes_stops_with_a_checkpoint_and_a_sheet_and_resume_goes_on(tiny_data, tmp_path):
-    """--max-minutes (a lease, a queue slot): the step it stops after is checkpointed and drawn, exit as done."""
+    """--max-minutes (a time-limited job): the step it stops after is checkpointed and drawn, exit as done."""
     cfg = tiny_cfg(size=32, steps=5, max_minutes=1e-6, log_every=4)  # the deadline passes during the first step
     r = train(tiny_data, tmp_path / "run", cfg, progress=False)
     assert r.time_limited and not r.interrupted and r.step == 1
@@ -329,8 +329,8 @@ def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "g2g", "train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "3",
-           "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--device", "cpu",
+           "-m", "g2g", "train", str(tiny_data), "-o", str(run), "--preset", "funit-tiny", "--size", "32", "--steps", "3",
+           "--batch-size", "2", "--alpha-vgg", "0", "--delta-id", "0", "--workers", "0", "--device", "cpu",
            "--log-every", "1", "--checkpoint-every", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -350,8 +350,8 @@ def test_cli_train_and_one_line_errors(tiny_data, tmp_path):
     from g2g.cli import app
 
     run = tmp_path / "run"
-    args = ["train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32", "--steps", "2",
-            "--batch-size", "2", "--alpha", "0", "--delta", "0", "--workers", "0", "--log-every", "1"]
+    args = ["train", str(tiny_data), "-o", str(run), "--preset", "funit-tiny", "--size", "32", "--steps", "2",
+            "--batch-size", "2", "--alpha-vgg", "0", "--delta-id", "0", "--workers", "0", "--log-every", "1"]
     r = CliRunner().invoke(app, args + ["--json"])
     assert r.exit_code == 0, r.output
     assert (run / "checkpoints" / "last.pt").exists()
@@ -364,7 +364,7 @@ def test_cli_train_and_one_line_errors(tiny_data, tmp_path):
     cli_error(r, 3, "--resume")
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r2")])
     cli_error(r, 3, "manifest.jsonl")
-    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(tmp_path / "r3"), "--preset", "tiny", "--gan-loss", "wgan"])
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(tmp_path / "r3"), "--preset", "funit-tiny", "--gan-loss", "wgan"])
     assert r.exit_code == 2 and "--gan-loss" in r.output and "Traceback" not in r.output  # typer: not a choice
 
 
@@ -374,7 +374,7 @@ def test_sigterm_checkpoints_and_exits_130(tiny_data, tmp_path):
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-c", "from g2g.cli import main; main()", "train", str(tiny_data), "-o", str(run),
-           "--preset", "tiny", "--size", "32", "--steps", "100000", "--batch-size", "2", "--alpha", "0", "--delta", "0",
+           "--preset", "funit-tiny", "--size", "32", "--steps", "100000", "--batch-size", "2", "--alpha-vgg", "0", "--delta-id", "0",
            "--workers", "0", "--log-every", "1", "--checkpoint-every", "100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -389,8 +389,8 @@ def test_sigterm_checkpoints_and_exits_130(tiny_data, tmp_path):
     assert ckpts and int(ckpts[-1].stem.split("_")[1]) >= 1  # the interrupted step's checkpoint, not the 100000th
 
 
-@pytest.mark.parametrize("option", [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--delta", "inf"),
-                                    ("--alpha", "nan"), ("--zeta", "-inf")])
+@pytest.mark.parametrize("option", [("--lr", "nan"), ("--lr", "-1"), ("--lr-gen", "inf"), ("--delta-id", "inf"),
+                                    ("--alpha-vgg", "nan"), ("--zeta-dis", "-inf"), ("--gamma", "nan")])  # old name
 def test_non_finite_or_negative_numbers_are_usage_errors_before_anything_is_written(tiny_data, tmp_path, option):
     from typer.testing import CliRunner
 
@@ -398,7 +398,7 @@ def test_non_finite_or_negative_numbers_are_usage_errors_before_anything_is_writ
     from g2g.cli import app
 
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(run), "--preset", "tiny", "--size", "32",
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(run), "--preset", "funit-tiny", "--size", "32",
                                  "--steps", "1", "--workers", "0", *option])
     cli_error(r, 2, "")
     assert not run.exists()  # refused before the run folder is made

@@ -76,11 +76,11 @@ def validate(cfg: TrainConfig) -> None:
         (min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) >= 1, "--checkpoint-every/--sample-every must be >= 1"),
         (all(w >= 0 for w in (cfg.alpha_vgg, cfg.gamma_cyc, cfg.lambda_adv, cfg.delta_id, cfg.zeta_dis, cfg.self_recon,
                               cfg.id_start)), "loss weights must be >= 0"),
-        (cfg.lr_gen >= 0 and cfg.lr_dis >= 0, f"--lr must be >= 0, got {cfg.lr_gen:g}"),
+        (cfg.lr_gen >= 0 and cfg.lr_dis >= 0, f"--lr-gen and --lr-dis must be >= 0, got {cfg.lr_gen:g} and {cfg.lr_dis:g}"),
     ]
-    bad = [(f.name, getattr(cfg, f.name)) for f in fields(cfg)
+    bad = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in fields(cfg)  # the options' names
            if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))]
-    checks.insert(0, (not bad, f"every number must be finite: {', '.join(f'{k} = {v}' for k, v in bad)}"))
+    checks.insert(0, (not bad, f"every number must be finite: {', '.join(bad)}"))
     check_options(checks, TrainError)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
-from g2g.config import TrainConfig, from_dict
+from g2g.config import DEFAULT_PRESET, IDENTITY_ENCODERS, TrainConfig, from_dict, get_preset
 from g2g.io.files import append_jsonl, atomic_write_json
 from g2g.io.runfolder import claim_output
 from g2g.faces.preprocess import same_zoom
@@ -133,6 +133,8 @@ def _open_run(data: Path, run: Path, cfg: TrainConfig, resume: bool, init_from: 
         say(f"[yellow]note:[/yellow] {line}")
     prep = read_prepare_config(data)
     init = _init_weights(init_from, prep) if (init_from is not None and state is None) else None
+    if d.main:
+        _note_enlarged_crops(data, prep, (init.model if init is not None else cfg.model).image_size)
     if init is not None:
         cfg = replace(cfg, model=init.model)
     elif state is None and prep.get("zoom") and not same_zoom(prep["zoom"], cfg.model.zoom):
@@ -142,6 +144,17 @@ def _open_run(data: Path, run: Path, cfg: TrainConfig, resume: bool, init_from: 
         raise TrainError(f"{data}: fewer than 2 training identities after the split")
     val_pairs = fixed_val_pairs(by_id, val_ids, train_ids, VAL_PAIRS, cfg.seed)
     return _Run(data, run, cfg, d, device, state, init, by_id, train_ids, val_ids, val_pairs)
+
+
+def _note_enlarged_crops(data: Path, prep: dict[str, Any], side: int) -> None:
+    """Say so when DATA's crops are smaller than the model's side (they are resized up to it)."""
+    try:
+        crops = int(prep.get("size") or side)
+    except (TypeError, ValueError):
+        return
+    if crops < side:
+        say(f"[yellow]note:[/yellow] the crops in {data} are {crops} px and the model works at {side} px: they are "
+            f"enlarged (g2g prepare --size {side} gives sharper training crops)")
 
 
 def _resolve_config(run: Path, cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
@@ -389,19 +402,24 @@ def _loss_line(metrics: dict[str, float]) -> str:
     return f"{metrics['images_per_s']:.1f} img/s{wait} | {terms}"
 
 
-def build_config(data: Path, preset: str = "full", size: int | None = None, identity_encoder: str | None = None,
+def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = None, identity_encoder: str | None = None,
                  **fields: Any) -> TrainConfig:
-    """TrainConfig for ``data``: the preset's model at ``size`` (default: the crops' size from prepare_config.json)."""
-    from g2g.config import IDENTITY_ENCODERS, model_preset
+    """TrainConfig of ``preset``'s recipe for ``data``, with ``fields`` (TrainConfig fields) replacing its own.
 
-    prep = read_prepare_config(Path(data))
+    The model works at ``size`` px, default the preset's (crops of another size are resized to it, as g2g mix
+    resizes), on crops aligned at DATA's zoom (prepare_config.json).
+    """
     if identity_encoder is not None and identity_encoder not in IDENTITY_ENCODERS:
         raise TrainError(f"--identity-encoder must be one of {', '.join(IDENTITY_ENCODERS)}, got {identity_encoder!r}",
                          usage=True)
-    model = model_preset(preset, **({"identity_encoder": identity_encoder} if identity_encoder else {}))
-    size = size or int(prep.get("size") or model.image_size)
-    model = replace(model, image_size=size, zoom=float(prep.get("zoom") or model.zoom))
-    return TrainConfig(model=model, **fields)
+    recipe = get_preset(preset)
+    prep = read_prepare_config(Path(data))
+    model = {"identity_encoder": identity_encoder} if identity_encoder else {}
+    if size:
+        model["image_size"] = int(size)
+    if prep.get("zoom"):
+        model["zoom"] = float(prep["zoom"])
+    return recipe.config(model, **fields)
 
 
 def result_table(r: TrainResult):

@@ -16,12 +16,14 @@ from g2g.limits import out_of_memory
 
 app = typer.Typer(
     name="g2g",
-    help="G2G: dataset-scale face editing by cross training (identity x pose mixing).",
+    help="Dataset-scale face editing: put each identity's face into each pose photo.\n\nDetails: docs/cli/README.md",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
+JSON_HELP = "Print the summary as one JSON document on stdout (the table goes to stderr)."
 
 
 def _verb(fn: Callable) -> Callable:
@@ -88,6 +90,9 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = _flag(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """G2G: content encoder (pose, expression, background, lighting) + class encoder (identity) + AdaIN decoder."""
+    """Dataset-scale face editing: put each identity's face into each pose photo.
+
+    Details: docs/cli/README.md
+    """
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 import typer
 
 from g2g.cli.common import _verb, app, console
+from g2g.cli.mix import METHOD_HELP
 from g2g.methods import METHODS
 
 
@@ -15,10 +16,13 @@ from g2g.methods import METHODS
 @_verb
 def demo(
     out: Path = typer.Option(Path("g2g-demo"), "-o", "--out", help="Folder for the example photos and results."),
-    device: str = typer.Option("auto", help="auto (CUDA when usable), cpu, cuda, cuda:N."),
-    method: Literal[METHODS] = typer.Option("auto", help="As g2g mix --method."),
+    device: str = typer.Option("auto", help="auto (CUDA when usable), cpu, cuda or cuda:N."),
+    method: Literal[METHODS] = typer.Option("auto", metavar="METHOD", help=METHOD_HELP),
 ) -> None:
-    """The main job on bundled public-domain example photos (from scikit-image and matplotlib) with the default method."""
+    """Run the main job on two bundled public-domain portraits and write a contact sheet to open.
+
+    Details: docs/cli/demo.md
+    """
     from g2g.demo import run_demo
 
     result = run_demo(out, device=device, method=method)

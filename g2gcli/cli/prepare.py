@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from g2g.cli.common import _flag, _print_json, _verb, app, console
+from g2g.cli.common import JSON_HELP, _flag, _print_json, _verb, app, console
 from g2g.errors import EXIT_SKIPPED, G2GError
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS
 from g2g.faces.preprocess import DEFAULT_ZOOM
@@ -17,21 +17,24 @@ from g2g.faces.preprocess import DEFAULT_ZOOM
 @app.command()
 @_verb
 def prepare(
-    src: Path = typer.Argument(..., help="Folder of photos: one subfolder per identity, or a flat folder (each photo its own identity)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output DATA folder: aligned crops per identity, manifest.jsonl, prepare_config.json. Rerun to resume."),
+    src: Path = typer.Argument(..., help="Folder of photos: a subfolder per person, or a flat folder (a person per photo)."),
+    out: Path = typer.Option(..., "-o", "--out", help="DATA folder to write (aligned crops, manifest.jsonl); rerun to resume."),
     size: int = typer.Option(128, help="Side of the square aligned crops, px (64 to 256)."),
     zoom: float = typer.Option(DEFAULT_ZOOM, help=f"Crop covers ZOOM x dlib's 150 px face chip ({DEFAULT_ZOOM}: forehead, chin, some hair)."),
-    faces: Literal[FACE_POLICIES] = typer.Option("largest", help="Photos with several faces: largest (keep the biggest), all (one crop each), skip-multiple."),
+    faces: Literal[FACE_POLICIES] = typer.Option("largest", metavar="POLICY", help="Photos with several faces: largest, all (a crop each) or skip-multiple."),
     min_face: int = typer.Option(40, help="Skip faces whose box (longer side) is smaller than this, px in the photo."),
     min_score: float = typer.Option(0.95, help="Skip faces whose MTCNN detection probability is below this."),
-    device: str = typer.Option("auto", help="Detector device: auto (CUDA when available), cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(16, help="Photos per MTCNN batch (photos of one size run as one stack)."),
+    device: str = typer.Option("auto", help="Detector device: auto (CUDA when available), cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(16, help="Photos per MTCNN batch."),
     workers: int = typer.Option(4, help="Threads decoding photos ahead of detection."),
     fmt: Literal[PREPARE_FORMATS] = typer.Option("png", "--format", help="Crop format: png (lossless) or jpg (quality 95)."),
-    as_json: bool = _flag(False, "--json", help="Also print the summary as JSON on stdout (the table goes to stderr)."),
+    as_json: bool = _flag(False, "--json", help=JSON_HELP),
     strict: bool = _flag(False, "--strict", help="Exit with status 1 when this run skipped any photo."),
 ) -> None:
-    """Detect faces (MTCNN, 5 landmarks) and align them to a fixed template; every skip gets a reason in the manifest."""
+    """Detect and align the faces in a folder of photos; each skip gets a reason in the manifest.
+
+    Details: docs/cli/prepare.md
+    """
     from g2g.config import PrepareConfig
     from g2g.prepare import prepare_folder
 

@@ -36,7 +36,8 @@ def baseline_runs(run: MixRun, out_dir: Path) -> dict[str, Path]:
     atomic_write_text(root / "pairs.csv", buf.getvalue())
     outs = {}
     for method in BASELINES:
-        cfg = MixConfig(method=method, aligned=True, size=run.align.size, pairs=str(root / "pairs.csv"), fmt="png")
+        cfg = MixConfig(method=method, aligned=True, size=run.align.size, pairs=str(root / "pairs.csv"), fmt="png",
+                        overwrite=True)  # the baselines follow the run
         mix_folders(poses_dir, ids_dir, root / method, cfg, progress=False)
         outs[method] = root / method
     return outs

@@ -31,7 +31,7 @@ from scipy.spatial import Delaunay
 from g2g.faces.landmarks import BROWS, EYES_AND_BROWS, INNER_LIPS, JAW, MOUTH, interocular68, mouth_opening
 
 MASK_SCALE = 1.2  # 1.2x the brows-to-chin hull: dlib still finds the pose person in 12.5% of masked held-out
-# rests (nearest of 40, chance 2.5%), against 37.5% at 1.0x and 92.5% unmasked (README, "What it does")
+# rests (nearest of 40, chance 2.5%), against 37.5% at 1.0x and 92.5% unmasked (docs/how-it-works.md)
 MASK_SOFT = 0.04  # soft edge (Gaussian sigma) as a fraction of the crop side
 BROW_LIFT = 0.25  # the mask's top edge sits this many inter-ocular distances above the brows
 

@@ -141,12 +141,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_image(path: Path, image: "Any", **save_kwargs: Any) -> dict[str, Any]:
-    """Save a PIL image (format from the suffix) atomically; returns the file's :func:`digest`."""
+def atomic_save_image(path: Path, image: "Any", quality: int | None = None, **save_kwargs: Any) -> dict[str, Any]:
+    """Save a PIL image (format from the suffix) atomically; returns the file's :func:`digest`. ``quality`` (JPEG and
+    WebP, default 95; PNG is lossless and ignores it): WebP at 100 is written lossless."""
     buf = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(Path(path).suffix.lower(), "PNG")
-    if fmt == "JPEG":
-        save_kwargs.setdefault("quality", 95)
+    if fmt in ("JPEG", "WEBP"):
+        save_kwargs.setdefault("quality", 95 if quality is None else quality)
+    if fmt == "WEBP" and save_kwargs["quality"] >= 100:
+        save_kwargs.setdefault("lossless", True)
     image.save(buf, format=fmt, **save_kwargs)
     return atomic_write_bytes(path, buf.getvalue())
 

@@ -35,6 +35,9 @@ from g2g.io.runfolder import FOLDER_MARKER, LOCK_PREFIX, folder_owner
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"}
 )
+# video containers: g2g reads photos, so these get a hint to extract frames instead of "not an image"
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
+VIDEO_HINT = "g2g reads photos; extract frames first, e.g. `ffmpeg -i clip.mp4 frames/%06d.png`"
 # what g2g prepare writes at the top of DATA: not inputs when DATA is read as photos (mix POSES, prepare SRC)
 PREPARE_FILES = frozenset({"manifest.jsonl", "prepare_config.json", "preview.jpg"})
 SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini"})  # counted as hidden
@@ -52,6 +55,7 @@ REASONS = {
     "low-score": "faces found, none with a detection score >= min_score",
     "face-too-small": "faces found, none with a box side >= min_face",
     "multiple-faces": "more than one accepted face with --faces skip-multiple",
+    "no-reference-match": "no face in the pose photo matches the person of --reference",
     "detector-error": "the face detector failed on this image",
     "write-error": "the aligned crop could not be written",
     "hidden": "a hidden file or folder (its name starts with '.'), or a system file (Thumbs.db, desktop.ini)",
@@ -122,13 +126,46 @@ def _to_rgb(img, conversions: list[str]):
     return img.convert("RGB")
 
 
+def _upright(img, conversions: list[str]):
+    """The image with its EXIF orientation applied, noting it."""
+    from PIL import ImageOps
+
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation in (None, 1):
+        return img
+    conversions.append(f"exif-rotated (orientation {orientation})")
+    return ImageOps.exif_transpose(img)
+
+
+def rgb_in_memory(image: "object") -> LoadedImage:
+    """A PIL image, or a uint8 array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, as :func:`load_rgb` would give it
+    from a file (EXIF orientation applied, alpha composited on white). Raises G2GError for anything else."""
+    from PIL import Image
+
+    from g2g.errors import G2GError
+
+    conversions: list[str] = []
+    if isinstance(image, Image.Image):
+        rgb = np.asarray(_to_rgb(_upright(image, conversions), conversions), dtype=np.uint8)
+    elif isinstance(image, np.ndarray):
+        a = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        mode = "L" if a.ndim == 2 else {3: "RGB", 4: "RGBA"}.get(a.shape[2]) if a.ndim == 3 else None
+        if mode is None or a.dtype != np.uint8 or 0 in a.shape:
+            raise G2GError(f"an image array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4), got {a.dtype} "
+                           f"{tuple(image.shape)}")
+        rgb = a if mode == "RGB" else np.asarray(_to_rgb(Image.fromarray(a, mode), conversions))
+    else:
+        raise G2GError(f"an image must be a PIL image or a numpy array, got {type(image).__name__}")
+    return LoadedImage(np.ascontiguousarray(rgb), conversions)
+
+
 def load_rgb(path: str | Path, max_pixels: int = 40_000_000, min_side: int = 32) -> LoadedImage:
     """Decode ``path`` fully into 8-bit RGB with EXIF orientation applied.
 
     Raises :class:`SkipImage` (empty-file, unreadable, not-an-image, truncated,
     corrupt, too-large, too-small) instead of returning something half-loaded.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
@@ -163,11 +200,7 @@ def load_rgb(path: str | Path, max_pixels: int = 40_000_000, min_side: int = 32)
             conversions: list[str] = []
             if pages > 1:
                 conversions.append(f"page 1 of {pages} read ({pages - 1} more not read: one photo per file)")
-            orientation = img.getexif().get(0x0112, 1)
-            if orientation not in (None, 1):
-                img = ImageOps.exif_transpose(img)
-                conversions.append(f"exif-rotated (orientation {orientation})")
-            rgb = np.asarray(_to_rgb(img, conversions), dtype=np.uint8)
+            rgb = np.asarray(_to_rgb(_upright(img, conversions), conversions), dtype=np.uint8)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise SkipImage("too-large", str(e)) from None
         except (OSError, SyntaxError, EOFError) as e:
@@ -250,6 +283,17 @@ def scan_folder(folder: str | Path, exclude: str | Path | None = None
     for p in files:
         (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
     return images, others, unused
+
+
+def is_video(path: str | Path) -> bool:
+    """A video file by its extension (GIF is an image: its first frame is read)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def video_note(others: "list[Path]") -> str | None:
+    """The report line for the video files among ``others`` (:func:`scan_folder`'s non-images), else None."""
+    n = sum(1 for p in others if is_video(p))
+    return f"{n} video file(s) skipped: {VIDEO_HINT}" if n else None
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -46,7 +46,7 @@ MODEL_MIXERS = {"funit": "g2g.methods.funit_mixer:FunitMixer", "appearance": "g2
 
 
 def markdown_table() -> str:
-    """The methods as README's table (tests/test_readme.py keeps README's copy equal to this)."""
+    """The methods as a markdown table (tests/test_readme.py keeps docs/cli/mix.md's copy equal to this)."""
     rows = [f"| `{m.name}` | {m.summary} | {'no' if m.baseline else 'yes'} | `{m.target}` |" for m in TABLE]
     auto = (f"| `auto` (default) | the model of --model when one is given, else `{DEFAULT_METHOD}` with the default "
             "fixes | — | — |")

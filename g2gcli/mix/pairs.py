@@ -3,6 +3,7 @@ files, then its manifest line (a line is appended only after its files are on di
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +54,15 @@ class Writer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def face_name(base: str, k: int, taken: set[str]) -> str:
+    """The name of face ``k`` of a photo or pair named ``base``: ``base`` for the main face (k = 0), else
+    ``<base>_f<k>``, with a hash suffix where that is already another input's name (``taken``, casefolded)."""
+    if k == 0:
+        return base
+    name = f"{base}_f{k}"
+    return name if name.casefold() not in taken else f"{name}~{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+
+
 def pair_names(pairs: list[tuple[str, str]], pose_stems: dict[str, str]) -> dict[tuple[str, str], str]:
     """(pose, identity) -> ``<pose folder>/<pose stem>__<identity>``, the output path without suffix; unique over
     the whole plan (every shard names the same), where ``__`` inside names would make two pairs one file."""
@@ -81,6 +91,11 @@ class PairWriter:
     id_stems: dict[str, str]  # identity source -> its path without suffix (unique)
     names: dict[tuple[str, str], str]  # (pose, identity) -> its output path without suffix (unique: pair_names)
 
+    def __post_init__(self) -> None:
+        # names a further face's file must not take (face_name)
+        self.taken_poses = {v.casefold() for v in self.pose_stems.values()}
+        self.taken_pairs = {v.casefold() for v in self.names.values()}
+
     def record(self, pose: str, ident: str, id_info: dict[str, Any], **kw: Any) -> dict[str, Any]:
         info = id_info.get(ident, {})
         rec = {
@@ -95,10 +110,13 @@ class PairWriter:
         rec.update(kw)
         return rec
 
-    def save_crop(self, rel: str, crop: np.ndarray) -> None:
+    def save_crop(self, rel: str, crop: np.ndarray) -> dict[str, Any] | None:
+        """Every image of a pair goes through here (crops and outputs; ``--quality`` for jpg/webp) -> its digest."""
         from PIL import Image
 
-        atomic_save_image(safe_join(self.out, rel), Image.fromarray(crop))
+        from g2g.mix.resume import quality_of
+
+        return atomic_save_image(safe_join(self.out, rel), Image.fromarray(crop), quality=quality_of(self.cfg))
 
     def encode_identities(self, names: list[str], srcs: list[Source], codes: dict[str, Any],
                           id_info: dict[str, dict[str, Any]]) -> None:
@@ -138,15 +156,18 @@ class PairWriter:
         skipped: list[dict[str, Any]] = []
         good = []
         for s in srcs:
-            if s.crop is None:
+            if not s.faces:
                 self.report.bad_sources[("pose", s.reason)] += 1
                 for ident in by_pose[s.rel]:
                     skipped.append(self.record(s.rel, ident, id_info, reason=s.reason, message=f"pose {s.rel}: {s.message}"))
                 continue
-            s.crop_rel = f"aligned/poses/{self.pose_stems[s.rel]}.png"
-            self.writer.submit(self.save_crop, s.crop_rel, s.crop)
+            for k, f in enumerate(s.faces):
+                f.crop_rel = f"aligned/poses/{face_name(self.pose_stems[s.rel], k, self.taken_poses)}.png"
+                self.writer.submit(self.save_crop, f.crop_rel, f.crop)
             good.append(s)
-        faces: list[Any] = self.mixer.encode_poses(np.stack([s.crop for s in good])) if good else []
+        flat = [(gi, k) for gi, s in enumerate(good) for k in range(len(s.faces))]  # every face of the chunk
+        encoded = self.mixer.encode_poses(np.stack([good[gi].faces[k].crop for gi, k in flat])) if flat else []
+        faces: dict[tuple[int, int], Any] = dict(zip(flat, encoded))
         self.report.poses_encoded += len(good)
         jobs: list[tuple[int, str]] = []  # (index into good, identity)
         for gi, s in enumerate(good):
@@ -161,23 +182,32 @@ class PairWriter:
             self.writer.append(skipped)
             self.report.skipped.update(r["reason"] for r in skipped)
             self.bar.advance(skipped=len(skipped))
-        B = self.cfg.batch_size
-        for b in range(0, len(jobs), B):
-            batch = jobs[b : b + B]
-            images, masks = self.mixer.mix([faces[gi] for gi, _ in batch], [codes[ident] for _, ident in batch])
-            for j, ((gi, ident), img) in enumerate(zip(batch, images)):  # images: (B, S, S, 3) uint8
-                mask = None if masks is None else masks[j]
-                self.writer.submit(self.write_pair, good[gi], ident, img, id_info, mask)
+        self._mix_faces(good, jobs, faces, codes, id_info)
 
-    def write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any],
-                   mask: np.ndarray | None = None) -> None:
-        """Paste back (or not), write atomically, then append the manifest line. A file that cannot be written for
-        its own sake (a name too long for the file system) is a skipped pair; a full or read-only disk stops the
-        run."""
+    def _mix_faces(self, good: list[Source], jobs: list[tuple[int, str]], faces: dict[tuple[int, int], Any],
+                   codes: dict[str, Any], id_info: dict[str, dict[str, Any]]) -> None:
+        """Each pair's faces mixed in batches of ``batch_size``; a pair goes to the writer once all its faces are."""
+        face_jobs = [(gi, ident, k) for gi, ident in jobs for k in range(len(good[gi].faces))]
+        done: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray | None]]] = {}
+        B = self.cfg.batch_size
+        for b in range(0, len(face_jobs), B):
+            batch = face_jobs[b : b + B]
+            images, masks = self.mixer.mix([faces[(gi, k)] for gi, _, k in batch], [codes[i] for _, i, _ in batch])
+            for j, ((gi, ident, _), img) in enumerate(zip(batch, images)):  # images: (B, S, S, 3) uint8
+                mixed = done.setdefault((gi, ident), [])
+                mixed.append((img, None if masks is None else masks[j]))
+                if len(mixed) == len(good[gi].faces):
+                    self.writer.submit(self.write_pair, good[gi], ident, done.pop((gi, ident)), id_info)
+
+    def write_pair(self, src: Source, ident: str, mixed: list[tuple[np.ndarray, np.ndarray | None]],
+                   id_info: dict[str, Any]) -> None:
+        """Paste back (or not), write atomically, then append the manifest line; ``mixed``: each face's mixed crop
+        and mask, in ``src.faces`` order. A file that cannot be written for its own sake (a name too long for the
+        file system) is a skipped pair; a full or read-only disk stops the run."""
         from g2g.io.files import DISK_ERRNOS
 
         try:
-            self._write_pair(src, ident, crop, id_info, mask)
+            self._write_pair(src, ident, mixed, id_info)
         except OSError as e:
             if e.errno in DISK_ERRNOS:
                 raise
@@ -188,25 +218,34 @@ class PairWriter:
                 self.report.skipped["write-error"] += 1
             self.bar.advance(skipped=1)
 
-    def _write_pair(self, src: Source, ident: str, crop: np.ndarray, id_info: dict[str, Any],
-                    mask: np.ndarray | None) -> None:
-        from PIL import Image
-
+    def _write_pair(self, src: Source, ident: str, mixed: list[tuple[np.ndarray, np.ndarray | None]],
+                    id_info: dict[str, Any]) -> None:
+        """Each face's mixed crop (with --crop-only/--aligned: an output each, face k > 0 as ``<pair>_f<k>``), each
+        pasted back in turn into the one output photo; the line names the main face's files and lists every face."""
         from g2g.faces.paste_back import paste_back
 
         stem = self.names[(src.rel, ident)]
         out_rel = f"{stem}.{self.cfg.fmt}"
+        pasted = src.photo
+        faces: list[dict[str, Any]] = []
+        for k, (face, (crop, mask)) in enumerate(zip(src.faces, mixed)):
+            name = face_name(stem, k, self.taken_pairs)
+            mixed_rel = f"{name}.{self.cfg.fmt}" if self.crop_mode else f"aligned/mixed/{name}.png"
+            digest = self.save_crop(mixed_rel, crop)
+            if not self.crop_mode:
+                pasted = paste_back(pasted, crop, np.asarray(face.affine), self.cfg.feather, mask)  # type: ignore[arg-type]
+            faces.append({"box": face.box, "pose_crop": face.crop_rel, "mixed_crop": mixed_rel,
+                          "mixed_crop_digest": digest, "affine": face.affine}
+                         | ({} if face.distance is None else {"reference_distance": face.distance}))
+        main = faces[0]
         if self.crop_mode:
-            mixed_rel = out_rel
-            out_digest = mixed_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(crop))
+            out_digest = main["mixed_crop_digest"]
         else:
-            mixed_rel = f"aligned/mixed/{stem}.png"
-            mixed_digest = atomic_save_image(safe_join(self.out, mixed_rel), Image.fromarray(crop))
-            pasted = paste_back(src.photo, crop, np.asarray(src.affine), self.cfg.feather, mask)  # type: ignore[arg-type]
-            out_digest = atomic_save_image(safe_join(self.out, out_rel), Image.fromarray(pasted))
-        self.writer.append([self.record(src.rel, ident, id_info, status="ok", output=out_rel, mixed_crop=mixed_rel,
-                                        output_digest=out_digest, mixed_crop_digest=mixed_digest,
-                                        pose_crop=src.crop_rel, affine=src.affine)])
+            out_digest = self.save_crop(out_rel, pasted)  # type: ignore[arg-type]
+        self.writer.append([self.record(src.rel, ident, id_info, status="ok", output=out_rel,
+                                        mixed_crop=main["mixed_crop"], output_digest=out_digest,
+                                        mixed_crop_digest=main["mixed_crop_digest"], pose_crop=main["pose_crop"],
+                                        affine=main["affine"], faces_replaced=len(faces), faces=faces)])
         with self.writer.lock:
             self.report.written += 1
         self.bar.advance(ok=1)

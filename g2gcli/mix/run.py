@@ -20,17 +20,19 @@ from g2g import __version__
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
-from g2g.io.images import scan_folder
+from g2g.io.images import IMAGE_EXTENSIONS, VIDEO_HINT, is_video, scan_folder, video_note
 from g2g.methods import METHODS, open_mixer
 from g2g.methods.base import Mixer
-from g2g.mix.grid import write_grid
+from g2g.mix.grid import GRID_FILE, write_grid
 from g2g.mix.pairs import PairWriter, Writer, pair_names
 from g2g.mix.report import MixReport
-from g2g.mix.resume import mix_manifest, pending, settings_sha256
+from g2g.mix.resume import (made_otherwise, mix_manifest, other_settings_message, pair_of, pending, settings_record,
+                            settings_sha256, start_over)
+from g2g.mix.reference import Reference, ReferenceFaceError, open_reference
 from g2g.mix.sources import Aligner
 from g2g.pairing import Plan, build_plan, group_identities, parse_shard, shard
 from g2g.photos import FacePolicy, output_stems
-from g2g.progress import BatchProgress
+from g2g.progress import BatchProgress, stage_line
 from g2g.io.runfolder import MANIFEST, Manifest, claim_output, run_lock, unread_note
 from g2g.runtime import DeviceError
 
@@ -44,29 +46,37 @@ class MixError(G2GError):
 
 
 def _check(cfg: MixConfig) -> None:
-    FacePolicy.of(cfg, MIX_FACE_POLICIES, MixError)  # "all" is prepare-only
+    FacePolicy.of(cfg, MIX_FACE_POLICIES, MixError)
     check_options([
+        (cfg.reference is None or Path(cfg.reference).is_file(), f"--reference {cfg.reference} is not a photo file"),
+        (cfg.reference is None or not cfg.aligned, "--reference finds faces in photos: it does not work with --aligned"),
+        (0 < cfg.reference_distance <= 2, f"--reference-distance must be in (0, 2], got {cfg.reference_distance}"),
         (cfg.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}"),
         (cfg.size is None or 32 <= cfg.size <= 512, f"--size must be auto or between 32 and 512 px, got {cfg.size}"),
         (cfg.fmt in MIX_FORMATS, f"output format must be one of {', '.join(MIX_FORMATS)}, got {cfg.fmt!r}"),
+        (cfg.quality is None or 1 <= cfg.quality <= 100, f"--quality must be between 1 and 100, got {cfg.quality}"),
+        (cfg.quality is None or cfg.fmt != "png", "--quality is for jpg and webp: png is lossless, drop --quality"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
         (0 <= cfg.feather <= 0.5, f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}"),
     ], MixError)
 
 
-def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None) -> tuple[int | None, str]:
+def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None,
+              images: list[np.ndarray] | None = None, detector: Any = None) -> tuple[int | None, str]:
     """(crop side for a paste method, a note): ``--size`` as given, or for ``--size auto`` the pose faces' own
     resolution (g2g.photos.auto_side), so that a pasted face is as sharp as the photo around it. A model uses
-    its own size (None)."""
+    its own size (None). ``images``: pose photos in memory (the Python API) instead of ``pose_files``."""
     if cfg.size is not None:
         return cfg.size, ""
     if cfg.method == "model" or (cfg.method == "auto" and model_dir is not None):
         return None, ""
     from g2g.config import AlignConfig
-    from g2g.photos import auto_side, native_sides
+    from g2g.photos import auto_side, native_sides, photo_sides
 
     probe = AlignConfig(size=128)
-    sides = native_sides(poses, pose_files, cfg, np.asarray(probe.template()), probe.size)
+    template = np.asarray(probe.template())
+    sides = (native_sides(poses, pose_files, cfg, template, probe.size) if images is None else
+             photo_sides(images[:16], cfg, template, probe.size, detector))  # native_sides' first 16
     if cfg.aligned and sides:  # crops as they are: their own side, not resampled
         side = int(min(512, max(32, round(float(np.median(sides))))))
         return side, f"--size auto: {side} px, the side of the aligned pose crops"
@@ -78,40 +88,60 @@ def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Pat
 
 @dataclass
 class _Inputs:
-    poses: Path
-    ids: Path
+    poses: Path  # the folder pose_files are relative to (POSES, or the folder of a POSES photo)
+    ids: Path  # the same for IDS
     out: Path
     pose_files: list[str]
     id_files: list[str]
     notes: list[str]
+    poses_root: Path  # POSES as given (a folder or one photo), resolved: run.json's poses_root
+    ids_root: Path
+    reference: Reference | None = None
 
 
-def _inputs(poses: Path, ids: Path, out: Path) -> _Inputs:
-    """The two input folders' image files (relative paths), refusing what cannot be a run."""
+def _inputs(poses: Path, ids: Path, out: Path, cfg: MixConfig) -> _Inputs:
+    """The image files of POSES and IDS (relative paths) and the --reference face, refusing what cannot be a run."""
     poses, ids, out = Path(poses).resolve(), Path(ids).resolve(), Path(out).resolve()
-    for name, d in (("POSES", poses), ("IDS", ids)):
-        if not d.is_dir():
-            raise MixError(f"{name} {d} is not a folder")
-        if out == d:
-            raise MixError(f"-o OUT must differ from {name}")
-    scans = {name: scan_folder(d, exclude=out) for name, d in (("POSES", poses), ("IDS", ids))}
-    pose_files = [p.relative_to(poses).as_posix() for p in scans["POSES"][0]]
-    id_files = [p.relative_to(ids).as_posix() for p in scans["IDS"][0]]
-    notes = [f"{name}: {len(others)} file(s) without an image extension and {len(unused)} hidden or repeated "
-             "entr(ies) not used" for name, (_, others, unused) in scans.items() if others or unused]
-    if not pose_files:
-        raise MixError(f"no images found under POSES {poses}")
-    if not id_files:
-        raise MixError(f"no images found under IDS {ids}")
-    return _Inputs(poses, ids, out, pose_files, id_files, notes)
+    (pose_dir, pose_files, pose_notes), (id_dir, id_files, id_notes) = (_input("POSES", poses, out),
+                                                                        _input("IDS", ids, out))
+    try:
+        reference = open_reference(cfg)
+    except ReferenceFaceError as e:
+        raise MixError(str(e)) from None
+    notes = pose_notes + id_notes + (reference.notes if reference else [])
+    return _Inputs(pose_dir, id_dir, out, pose_files, id_files, notes, poses, ids, reference)
+
+
+def _input(name: str, path: Path, out: Path) -> tuple[Path, list[str], list[str]]:
+    """(folder, image files relative to it, notes) of POSES or IDS: a folder (recursive), or one photo."""
+    if out == path:
+        raise MixError(f"-o OUT must differ from {name}")
+    if path.is_file():
+        if is_video(path):
+            raise MixError(f"{name} {path} is a video: {VIDEO_HINT}")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise MixError(f"{name} {path} is not an image file (extension {path.suffix or '(none)'!r}): "
+                           "give a photo or a folder of photos")
+        return path.parent, [path.name], []
+    if not path.is_dir():
+        raise MixError(f"{name} {path} is not a folder or a photo" + ("" if path.exists() else ": it does not exist"))
+    images, others, unused = scan_folder(path, exclude=out)
+    videos = video_note(others)
+    n_other = len(others) - sum(map(is_video, others))
+    notes = [f"{name}: {n_other} file(s) without an image extension and {len(unused)} hidden or repeated "
+             "entr(ies) not used"] if n_other or unused else []
+    notes += [f"{name}: {videos}"] if videos else []
+    if not images:
+        raise MixError(f"no images found under {name} {path}" + (f" ({videos})" if videos else ""))
+    return path, [p.relative_to(path).as_posix() for p in images], notes
 
 
 def _write_run_file(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, shard_of: str, n_pairs: int,
                     model_sha: str, set_sha: str) -> None:
     atomic_write_json(inp.out / RUN_FILE, {
-        "poses_root": str(inp.poses), "ids_root": str(inp.ids),
+        "poses_root": str(inp.poses_root), "ids_root": str(inp.ids_root),
         "method": mixer.name, "model_dir": str(mixer.root.resolve()) if mixer.root else None,
-        "model_sha256": model_sha, "settings_sha256": set_sha,
+        "model_sha256": model_sha, "settings_sha256": set_sha, "settings": settings_record(cfg, mixer),
         "mix": asdict(cfg), "align": {"size": mixer.align.size, "zoom": mixer.align.zoom,
                                       "template": [list(p) for p in mixer.align.template()]},
         "providers": mixer.providers, "device": mixer.device, "note": mixer.note,
@@ -131,7 +161,8 @@ def mix_folders(
     """
     t_start = time.perf_counter()
     _check(cfg)
-    inp = _inputs(poses, ids, out)
+    inp = _inputs(poses, ids, out, cfg)
+    stage_line("mix", "loading the models", progress)  # before the bar: nothing to count yet
     size, size_note = crop_side(cfg, inp.poses, inp.pose_files, model_dir)
     try:
         mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=size,
@@ -149,11 +180,8 @@ def mix_folders(
     model_sha, set_sha = mixer.sha256, settings_sha256(cfg, mixer)
     claim_output(inp.out, "mix")
     with run_lock(inp.out, f"mix shard {i}/{n}", cfg.wait):  # shards of one plan run side by side
+        manifest, todo = _resume(inp, cfg, mixer, model_dir, pairs, report, model_sha, set_sha)
         _write_run_file(inp, cfg, mixer, plan, f"{i}/{n}", len(pairs), model_sha, set_sha)
-        manifest = mix_manifest(inp.out).repair()
-        unread: Counter = Counter()
-        todo = pending(manifest, pairs, model_sha, set_sha, unread)
-        report.notes += [n for n in [unread_note(unread)] if n]
         report.resumed = len(pairs) - len(todo)
         bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
         _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
@@ -168,6 +196,33 @@ def mix_folders(
     return report
 
 
+def _resume(inp: _Inputs, cfg: MixConfig, mixer: Mixer, model_dir: Path | None, pairs: list[tuple[str, str]],
+            report: MixReport, model_sha: str, set_sha: str) -> tuple[Manifest, list[tuple[str, str]]]:
+    """(the manifest, the pairs still to do). Outputs of another model or other settings in OUT are refused in one
+    line before anything is written there, or with ``--overwrite`` cleared (:func:`g2g.mix.resume.start_over`)."""
+    import json
+
+    manifest = mix_manifest(inp.out)
+    unread: Counter = Counter()
+    last = manifest.latest(pair_of, unread)
+    stale = made_otherwise(last, model_sha, set_sha)
+    if stale and not cfg.overwrite:
+        try:
+            run = json.loads((inp.out / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            run = None
+        raise MixError(other_settings_message(inp.out, stale, run if isinstance(run, dict) else None,
+                                              settings_record(cfg, mixer), model_sha, model_dir))
+    manifest.repair()
+    if cfg.overwrite:
+        last = start_over(manifest, pairs, model_sha, set_sha)
+        (inp.out / GRID_FILE).unlink(missing_ok=True)  # rebuilt by --grid from this run's outputs only
+        report.notes.append(f"--overwrite: {len(pairs)} pair(s) of this shard made afresh" + (
+            f"; the outputs of {len(stale)} pair(s) made with other settings removed" if stale else ""))
+    report.notes += [n for n in [unread_note(unread)] if n]
+    return manifest, pending(manifest, pairs, model_sha, set_sha, last=last)
+
+
 def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manifest: Manifest,
                   todo: list[tuple[str, str]], report: MixReport, bar: BatchProgress, model_sha: str,
                   set_sha: str) -> None:
@@ -176,7 +231,7 @@ def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manife
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
     prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2g-prep")
     writer = Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
-    aligner = Aligner(cfg, mixer, pool)
+    aligner = Aligner(cfg, mixer, pool, inp.reference)
     timings: Counter = Counter()
     pose_stems = output_stems(inp.pose_files)
     work = PairWriter(cfg, mixer, plan, inp.out, writer, bar, report, model_sha, set_sha, crop_mode,
@@ -202,10 +257,13 @@ def _encode_identities(work: PairWriter, aligner: Aligner, ids: Path, todo: list
     needed = list(dict.fromkeys(ident for _, ident in todo))
     codes: dict[str, Any] = {}
     id_info: dict[str, dict[str, Any]] = {}
+    photos = sum(len(work.plan.identities[name]) for name in needed)
+    step = work.bar.stage(aligner.stage("identity"), photos, "photos") if needed else None
     for k in range(0, len(needed), ID_CHUNK):
         t = time.perf_counter()
         chunk = needed[k : k + ID_CHUNK]
-        srcs = aligner.run(ids, [s for name in chunk for s in work.plan.identities[name]], keep_photo=False)
+        srcs = aligner.run(ids, [s for name in chunk for s in work.plan.identities[name]], keep_photo=False,
+                           role="identity", step=step)
         timings["identities_align"] += time.perf_counter() - t
         t = time.perf_counter()
         work.encode_identities(chunk, srcs, codes, id_info)
@@ -222,12 +280,16 @@ def _mix_poses(work: PairWriter, aligner: Aligner, poses: Path, todo: list[tuple
     for p, ident in todo:
         by_pose.setdefault(p, []).append(ident)
     chunks = [pose_order[k : k + POSE_CHUNK] for k in range(0, len(pose_order), POSE_CHUNK)]
-    nxt = prep.submit(aligner.run, poses, chunks[0], keep_photo) if chunks else None
+    step = work.bar.stage(aligner.stage("pose"), len(pose_order), "photos") if chunks else None
+    nxt = prep.submit(aligner.run, poses, chunks[0], keep_photo, step=step) if chunks else None
     for c in range(len(chunks)):
         t = time.perf_counter()
+        if not nxt.done():  # type: ignore[union-attr]  # waiting for the poses: show their count
+            work.bar.stage(aligner.stage("pose"))
         srcs = nxt.result()  # type: ignore[union-attr]
         timings["poses_wait"] += time.perf_counter() - t
-        nxt = prep.submit(aligner.run, poses, chunks[c + 1], keep_photo) if c + 1 < len(chunks) else None
+        nxt = prep.submit(aligner.run, poses, chunks[c + 1], keep_photo, step=step) if c + 1 < len(chunks) else None
+        work.bar.stage("mixing pairs")
         t = time.perf_counter()
         work.mix_chunk(srcs, by_pose, codes, id_info)
         timings["mix"] += time.perf_counter() - t

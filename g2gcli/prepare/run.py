@@ -23,13 +23,14 @@ from g2g import __version__
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import DISK_ERRNOS, atomic_save_image, atomic_write_json, safe_join
-from g2g.io.images import REASONS, LoadedImage, SkipImage, multi_page_note, scan_folder
+from g2g.io.images import (REASONS, VIDEO_HINT, LoadedImage, SkipImage, is_video, multi_page_note, scan_folder,
+                           video_note)
 from g2g.photos import (FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, identity_names, load_photo,
                         output_stems)
 from g2g.prepare.preview import write_preview
 from g2g.prepare.records import current_records, is_final, prepare_manifest, record, rounded, source_digest
 from g2g.prepare.report import PrepareReport
-from g2g.progress import BatchProgress
+from g2g.progress import BatchProgress, stage_line
 from g2g.io.runfolder import Manifest, claim_output, run_lock, unread_note
 
 CONFIG_FILE = "prepare_config.json"
@@ -103,8 +104,11 @@ class _Sources:
 def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, report: PrepareReport) -> _Sources:
     """Scan SRC, resume from the manifest, and record the files that are never opened (not images, hidden)."""
     images, others, unused = scan_folder(src, exclude=out)
+    videos = video_note(others)
     if not images:
-        raise PrepareError(f"no images found under {src}" + (f" ({len(others)} non-image files)" if others else ""))
+        raise PrepareError(f"no images found under {src}" + (f" ({len(others)} non-image files)" if others else "")
+                           + (f"; {videos}" if videos else ""))
+    report.notes += [videos] if videos else []
     claim_output(out, "prepare")
     _open_output(out, cfg)
     manifest.repair()
@@ -116,7 +120,8 @@ def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, repor
         p.relative_to(src).as_posix() in done for p, _ in unused)
     report.n_redone = sum(r.as_posix() in current and r.as_posix() not in done for r in rels.values())
     lines = [record(rels[p], cfg, status="skipped", reason="not-an-image",
-                    message=f"extension {p.suffix or '(none)'!r} is not an image type")
+                    message=f"a video: {VIDEO_HINT}" if is_video(p) else
+                    f"extension {p.suffix or '(none)'!r} is not an image type")
              for p in others if rels[p].as_posix() not in done]
     lines += [record(p.relative_to(src), cfg, status="skipped", reason=reason, message=REASONS[reason])
               for p, reason in unused if p.relative_to(src).as_posix() not in done]
@@ -150,6 +155,7 @@ def prepare_folder(
     srcs = _sources(src, out, cfg, manifest, report)
     with run_lock(out, "prepare"):  # a second prepare into DATA stops here, before any work
         if srcs.todo and detector is None:
+            stage_line("prepare", "loading the face detector", progress)
             try:
                 detector, note = detector_or_cpu(cfg.device, cfg.min_face)
             except ValueError as e:
@@ -183,7 +189,8 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
                 timings["decode"] += time.perf_counter() - t
 
     template = np.asarray(cfg.align().template())
-    bar = BatchProgress("prepare", "images", len(srcs.todo), enabled=progress)  # after the detector: photos only
+    bar = BatchProgress("prepare", "images", len(srcs.todo), enabled=progress,  # after the detector: photos only
+                        stage="detecting faces")
     pages: list[int] = []
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-decode")
     try:

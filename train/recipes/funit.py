@@ -106,8 +106,8 @@ class FunitRecipe(Recipe):
 
     def warnings(self, cfg: TrainConfig, device: torch.device) -> list[str]:
         if device.type == "cpu" and cfg.model.content_dim >= 64:
-            return ["a FUNIT-size model on a CPU: each step takes minutes (the first progress line gives the ETA); "
-                    "--preset appearance is the recipe sized for a CPU"]
+            return ["a FUNIT-size model on a CPU: each step takes minutes (the progress line gives the ETA after a few steps); "
+                    "the default preset, appearance, is the recipe sized for a CPU"]
         return []
 
     def wants_discriminator(self, cfg: TrainConfig) -> bool:
