@@ -39,7 +39,7 @@ from g2g.methods.base import Mixer
 from g2g.mix.pairs import PairWriter, pair_names
 from g2g.mix.report import MixReport
 from g2g.mix.resume import pair_of, settings_sha256
-from g2g.mix.run import POSE_CHUNK, MixError, _check, crop_side
+from g2g.mix.run import POSE_CHUNK, MixError, check_mix_config, crop_side
 from g2g.mix.sources import Aligner
 from g2g.pairing import Plan
 from g2g.photos import output_stems
@@ -107,7 +107,7 @@ def load_model(model_dir: str | Path | None = None, *, method: str = "auto", dev
     ``method="auto"`` is the model of ``model_dir`` when given, else the default method with its default fixes."""
     cfg = MixConfig(method=method, size=size, device=device, fixes=fixes, keep_mouth=keep_mouth,
                     batch_size=batch_size, fmt="png")  # the images are what --format png writes, to the bit
-    _check(cfg)
+    check_mix_config(cfg)
     model = Model(cfg, Path(model_dir) if model_dir is not None else None)
     side, _ = crop_side(cfg, Path("."), [], model.model_dir, images=[])  # a model: its own; auto: 128 px so far
     model.mixer_at(side)
@@ -125,7 +125,7 @@ def mix_images(model: Model, poses: Any, identities: Any, *, crop_only: bool = F
     """
     cfg = replace(model.cfg, crop_only=crop_only, aligned=aligned, faces=faces, min_face=min_face,
                   min_score=min_score, feather=feather, workers=workers)
-    _check(cfg)
+    check_mix_config(cfg)
     pose_imgs = _images(poses, "poses")
     groups = [_images(g, "an identity's photos") for g in _groups(identities)]
     pose_loaded = [_loaded(im) for im in pose_imgs]

@@ -28,7 +28,7 @@ from g2g.mix.grid import GRID_FILE, write_grid
 from g2g.mix.report import MixReport
 from g2g.io.runfolder import MANIFEST
 from g2g.mix.resume import latest_records, settings_sha256
-from g2g.mix.run import RUN_FILE, MixError, crop_side, mix_folders
+from g2g.mix.run import RUN_FILE, MixError, check_mix_config, crop_side, mix_folders
 
-__all__ = ["MixError", "MixReport", "mix_folders", "write_grid", "latest_records", "settings_sha256", "crop_side",
+__all__ = ["MixError", "MixReport", "mix_folders", "check_mix_config", "write_grid", "latest_records", "settings_sha256", "crop_side",
            "MANIFEST", "RUN_FILE", "GRID_FILE"]

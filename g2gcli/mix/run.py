@@ -45,7 +45,8 @@ class MixError(G2GError):
     """A problem with the whole run (bad folders, options, model): a one-line user error."""
 
 
-def _check(cfg: MixConfig) -> None:
+def check_mix_config(cfg: MixConfig) -> None:
+    """Refuse, in one line, option values that no mix run can use (before anything is read or written)."""
     FacePolicy.of(cfg, MIX_FACE_POLICIES, MixError)
     check_options([
         (cfg.reference is None or Path(cfg.reference).is_file(), f"--reference {cfg.reference} is not a photo file"),
@@ -160,7 +161,7 @@ def mix_folders(
     manifest lines with a reason.
     """
     t_start = time.perf_counter()
-    _check(cfg)
+    check_mix_config(cfg)
     inp = _inputs(poses, ids, out, cfg)
     stage_line("mix", "loading the models", progress)  # before the bar: nothing to count yet
     size, size_note = crop_side(cfg, inp.poses, inp.pose_files, model_dir)
