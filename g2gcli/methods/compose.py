@@ -42,7 +42,8 @@ import cv2
 import numpy as np
 
 from g2g.errors import G2GError
-from g2g.faces.geometry import blend, face_mask, inner_mouth_mask, match_colour, transfer_expression, warp_to
+from g2g.faces.geometry import (Triangulation, blend, face_mask, inner_mouth_mask, match_colour, transfer_expression,
+                                warp_onto)
 from g2g.faces.landmarks import EYE_L, EYE_R, INNER_LIPS, interocular68, mouth_opening
 
 MOUTH_OPEN = 0.08  # inner-lip gap over the IOD above which a mouth shows its inside (dlib's fit jitters below)
@@ -231,18 +232,14 @@ def consensus(warped: np.ndarray, j: int, region: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _masked_blur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution: the Gaussian mean of ``x`` (S, S, C) over the pixels where ``w`` (S, S) holds."""
-    num = cv2.GaussianBlur(x * w[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
-    return num / np.maximum(den, 1e-3)
-
-
 def transfer_tone(face: np.ndarray, pose_w: np.ndarray, skin: np.ndarray, sigma: float) -> np.ndarray:
     """``face`` (S, S, 3) uint8 with its low frequencies in Lab (tone, light) replaced by ``pose_w``'s, both
-    measured over ``skin`` (S, S) only, so eyes, brows and occluders do not bleed into the shading."""
+    measured over ``skin`` (S, S) only, so eyes, brows and occluders do not bleed into the shading: normalised
+    convolutions (the Gaussian mean over the skin), whose shared denominator is blurred once."""
     a, b = _lab(face), _lab(pose_w)
-    shift = _masked_blur(b, skin, sigma) - _masked_blur(a, skin, sigma)
+    w = skin[..., None]
+    den = np.maximum(cv2.GaussianBlur(skin, (0, 0), sigma)[..., None], 1e-3)
+    shift = cv2.GaussianBlur(b * w, (0, 0), sigma) / den - cv2.GaussianBlur(a * w, (0, 0), sigma) / den
     out = cv2.cvtColor(np.clip(np.rint(a + shift), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
     return out
 
@@ -336,15 +333,29 @@ def choose_photo(ids_lm: np.ndarray, pose_lm: np.ndarray, detail: np.ndarray | N
 # --- the whole composition -----------------------------------------------------------------------------------------
 
 
-def sharp_warp(image: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray, sharp: bool) -> np.ndarray:
-    """:func:`g2g.faces.geometry.warp_to`, or with ``sharp`` bicubic at twice the resolution and area-averaged back down:
-    a bilinear warp blurs even where the face barely moves, and a softer face than the photo gives a mix away."""
-    if not sharp:
-        return warp_to(image, src_lm, dst_lm)
-    size = image.shape[0]
-    big = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
-    out = warp_to(big, (np.asarray(src_lm) + 0.5) * 2 - 0.5, (np.asarray(dst_lm) + 0.5) * 2 - 0.5, cv2.INTER_CUBIC)
-    return cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
+class GeometryWarp:
+    """Images warped onto one target geometry, sharing its triangulation (a pair warps its identity photo and its
+    pose onto the same points): :func:`g2g.faces.geometry.warp_to`, or with ``sharp`` bicubic at twice the
+    resolution and area-averaged back down: a bilinear warp blurs even where the face barely moves, and a softer
+    face than the photo gives a mix away."""
+
+    def __init__(self, dst_lm: np.ndarray, size: int, sharp: bool):
+        self.size, self.sharp = size, sharp
+        self.onto = Triangulation.of(_twice(dst_lm), 2 * size) if sharp else Triangulation.of(dst_lm, size)
+
+    def __call__(self, image: np.ndarray, src_lm: np.ndarray) -> np.ndarray:
+        """``image`` (S, S, 3) uint8 with its landmarks ``src_lm`` (68, 2) moved onto the geometry."""
+        if not self.sharp:
+            return warp_onto(image, src_lm, self.onto)
+        size = self.size
+        big = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
+        out = warp_onto(big, _twice(src_lm), self.onto, cv2.INTER_CUBIC)
+        return cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _twice(lm: np.ndarray) -> np.ndarray:
+    """Landmarks (68, 2) in a crop of twice the side (pixel centres at integer coordinates)."""
+    return (np.asarray(lm) + 0.5) * 2 - 0.5
 
 
 def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
@@ -362,13 +373,13 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
     mask = np.maximum(pose_mask, face_mask(geom, size))
     hard = (mask > 0.5).astype(np.float32)
     n_used = len(ids) if fixes.occlusion else 1
-    warped = np.stack([match_colour(sharp_warp(c, lm, geom, fixes.sharp), hard, pose, hard)
-                       for c, lm in zip(ids[:n_used], ids_lm[:n_used])])
+    warp = GeometryWarp(geom, size, fixes.sharp)
+    warped = np.stack([match_colour(warp(c, lm), hard, pose, hard) for c, lm in zip(ids[:n_used], ids_lm[:n_used])])
     face = consensus(warped, 0, mask) if fixes.occlusion else warped[0]
     inner = face_mask(geom, size, scale=1.0, soft=0.02)
     feats = feature_mask(geom, size)
     needs_pose_w = fixes.eyes or fixes.mouth or fixes.tone or fixes.pose_occluders or fixes.skin
-    pose_w = sharp_warp(pose, pose_lm, geom, fixes.sharp) if needs_pose_w else pose
+    pose_w = warp(pose, pose_lm) if needs_pose_w else pose
     keep = np.zeros((size, size), np.float32)  # where the pose's own pixels stay
     if fixes.skin:
         keep = not_skin(_lab(face), geom) * (1 - feats) * mask * upper_face(geom, size)
