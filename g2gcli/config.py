@@ -281,6 +281,9 @@ class MixConfig:
     overwrite: bool = False  # OUT made with other settings: replace its outputs (else refused); redo this shard's
     max_pixels: int = 40_000_000  # larger photos are skipped (decompression bombs), as in prepare
     grid_max: int = 16  # --grid shows at most this many poses (rows) and identities (columns)
+    engine: str = "local"  # local | ray: a Ray Data pipeline on a cluster (g2g/mix/on_ray.py)
+    address: str | None = None  # --engine ray: the cluster to join ("auto", "ray://host:10001"); None: a local one
+    ray_workers: int | None = None  # --engine ray: mixing actors; None: one per GPU, else half the CPUs
 
 
 @dataclass(frozen=True)

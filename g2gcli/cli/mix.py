@@ -58,6 +58,9 @@ def mix(
     device: str = typer.Option("auto", metavar="DEV", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, metavar="N", help="Pairs per network call."),
     workers: int = typer.Option(4, metavar="N", help="Threads reading and writing."),
+    engine: Literal["local", "ray"] = typer.Option("local", metavar="ENGINE", help="local or ray (a cluster)."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", show_default=False, help="Ray cluster to join (default: start one)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", metavar="N", show_default=False, help="Mixing actors on Ray (GPUs, or CPUs/2)."),
     as_json: bool = _flag(False, "--json", help=JSON_HELP),
 ) -> None:
     """Put each identity's face into each pose photo (by default a warped paste: no network).
@@ -71,7 +74,8 @@ def mix(
                     grid=grid, shard=shard, device=device, strict=strict, wait=wait, faces=faces, min_face=min_face,
                     reference=None if reference is None else str(reference), reference_distance=reference_distance,
                     min_score=min_score, feather=feather, workers=workers, fmt=fmt, keep_mouth=keep_mouth,
-                    fixes=fixes, quality=quality, overwrite=overwrite)
+                    fixes=fixes, quality=quality, overwrite=overwrite, engine=engine, address=address,
+                    ray_workers=ray_workers)
     report = mix_folders(poses, ids, out, cfg, model_dir=model)
     console.print(report.table())
     _print_json(report, as_json)

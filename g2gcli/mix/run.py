@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from g2g import __version__
+from g2g.cluster import ENGINES, import_ray
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
@@ -59,7 +60,13 @@ def check_mix_config(cfg: MixConfig) -> None:
         (cfg.quality is None or cfg.fmt != "png", "--quality is for jpg and webp: png is lossless, drop --quality"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
         (0 <= cfg.feather <= 0.5, f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}"),
+        (cfg.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}"),
+        (cfg.engine == "ray" or (cfg.address is None and cfg.ray_workers is None),
+         "--address and --ray-workers are for --engine ray"),
+        (cfg.ray_workers is None or cfg.ray_workers >= 1, "--ray-workers must be at least 1"),
     ], MixError)
+    if cfg.engine == "ray":
+        import_ray()  # missing: one line saying how to install it, before anything is read or written
 
 
 def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None,
@@ -85,6 +92,15 @@ def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Pat
     return side, (f"--size auto: {side} px crops, from the resolution of {len(sides)} pose face(s) "
                   f"(median {np.median(sides):.0f} px; --size N fixes it)" if sides else
                   f"--size auto: {side} px crops (no pose face measured)")
+
+
+def open_run_mixer(cfg: MixConfig, model_dir: Path | None, size: int | None) -> Mixer:
+    """The run's method, as the driver and every worker of a cluster open it (``size``: :func:`crop_side`)."""
+    try:
+        return open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=size,
+                          keep_mouth=cfg.keep_mouth, fixes=cfg.fixes)
+    except DeviceError as e:
+        raise MixError(str(e)) from None
 
 
 @dataclass
@@ -165,11 +181,7 @@ def mix_folders(
     inp = _inputs(poses, ids, out, cfg)
     stage_line("mix", "loading the models", progress)  # before the bar: nothing to count yet
     size, size_note = crop_side(cfg, inp.poses, inp.pose_files, model_dir)
-    try:
-        mixer = open_mixer(cfg.method, model_dir, device=cfg.device, batch_size=cfg.batch_size, size=size,
-                           keep_mouth=cfg.keep_mouth, fixes=cfg.fixes)
-    except DeviceError as e:
-        raise MixError(str(e)) from None
+    mixer = open_run_mixer(cfg, model_dir, size)
     plan = build_plan(inp.pose_files, group_identities(inp.id_files), cfg.pairs, cfg.per_pose, cfg.seed)
     i, n = parse_shard(cfg.shard)
     pairs = shard(plan.pairs, i, n)
@@ -185,7 +197,13 @@ def mix_folders(
         _write_run_file(inp, cfg, mixer, plan, f"{i}/{n}", len(pairs), model_sha, set_sha)
         report.resumed = len(pairs) - len(todo)
         bar = BatchProgress("mix", "pairs", len(pairs), report.resumed, progress)
-        _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
+        if cfg.engine == "ray" and todo:
+            from g2g.mix.on_ray import run_on_ray
+
+            run_on_ray(*_writing(inp, cfg, mixer, plan, manifest, bar, report, model_sha, set_sha), inp, model_dir,
+                       size, todo, encode_identities, open_run_mixer)
+        else:
+            _run_pipeline(inp, cfg, mixer, plan, manifest, todo, report, bar, model_sha, set_sha)
         if todo and not (report.written or report.resumed or report.identities_encoded):  # all skipped: exit 3
             why = ", ".join(f"{count} {reason}" for (role, reason), count in sorted(report.bad_sources.items())
                             if role == "identity")
@@ -203,7 +221,11 @@ def _resume(inp: _Inputs, cfg: MixConfig, mixer: Mixer, model_dir: Path | None, 
     line before anything is written there, or with ``--overwrite`` cleared (:func:`g2g.mix.resume.start_over`)."""
     import json
 
+    from g2g.io.parts import fold_parts, shard_tag
+    from g2g.mix.resume import is_mix_record
+
     manifest = mix_manifest(inp.out)
+    fold_parts(manifest, pair_of, tags=[shard_tag(cfg.shard)], keep=is_mix_record)  # what a killed cluster run left
     unread: Counter = Counter()
     last = manifest.latest(pair_of, unread)
     stale = made_otherwise(last, model_sha, set_sha)
@@ -229,16 +251,12 @@ def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manife
                   set_sha: str) -> None:
     """Identities first (each aligned and encoded once, kept in memory), then the poses chunk by chunk."""
     crop_mode = cfg.crop_only or cfg.aligned
-    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
+    work, aligner = _writing(inp, cfg, mixer, plan, manifest, bar, report, model_sha, set_sha)
+    pool, writer = aligner.pool, work.writer
     prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2g-prep")
-    writer = Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
-    aligner = Aligner(cfg, mixer, pool, inp.reference)
     timings: Counter = Counter()
-    pose_stems = output_stems(inp.pose_files)
-    work = PairWriter(cfg, mixer, plan, inp.out, writer, bar, report, model_sha, set_sha, crop_mode,
-                      pose_stems, output_stems(inp.id_files), pair_names(plan.pairs, pose_stems))
     try:
-        codes, id_info = _encode_identities(work, aligner, inp.ids, todo, timings)
+        codes, id_info = encode_identities(work, aligner, inp.ids, todo, timings)
         _mix_poses(work, aligner, inp.poses, todo, codes, id_info, not crop_mode, prep, timings)
         t = time.perf_counter()
         writer.drain(0)
@@ -252,7 +270,18 @@ def _run_pipeline(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manife
     report.notes += aligner.all_notes()
 
 
-def _encode_identities(work: PairWriter, aligner: Aligner, ids: Path, todo: list[tuple[str, str]],
+def _writing(inp: _Inputs, cfg: MixConfig, mixer: Mixer, plan: Plan, manifest: Manifest, bar: BatchProgress,
+             report: MixReport, model_sha: str, set_sha: str) -> tuple[PairWriter, Aligner]:
+    """The run's PairWriter (with its writer pool) and its Aligner (with its reading pool)."""
+    pose_stems = output_stems(inp.pose_files)
+    writer = Writer(max(1, min(cfg.workers, 4)), manifest, limit=4 * cfg.batch_size)
+    work = PairWriter(cfg, mixer, plan, inp.out, writer, bar, report, model_sha, set_sha, cfg.crop_only or cfg.aligned,
+                      pose_stems, output_stems(inp.id_files), pair_names(plan.pairs, pose_stems))
+    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="g2g-load")
+    return work, Aligner(cfg, mixer, pool, inp.reference)
+
+
+def encode_identities(work: PairWriter, aligner: Aligner, ids: Path, todo: list[tuple[str, str]],
                        timings: Counter) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Each needed identity aligned and encoded once, ``ID_CHUNK`` at a time -> (encodings, what each one used)."""
     needed = list(dict.fromkeys(ident for _, ident in todo))

@@ -1,0 +1,75 @@
+"""The Ray cluster a ``--engine ray`` run computes on: an address given, one already joined (a test, a notebook),
+or a local one started for the run and stopped after it. ray is imported here only, when a run asks for it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from g2g.errors import G2GError
+
+ENGINES = ("local", "ray")
+RAY_MISSING = "--engine ray needs Ray Data: pip install 'g2g[ray]' (or pip install 'ray[data]')"
+
+
+class ClusterError(G2GError):
+    """Ray is missing, or its cluster cannot be reached: a one-line user error."""
+
+
+def import_ray() -> Any:
+    """``ray`` with Ray Data, or a one-line error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra, not only the core)
+    except ImportError:
+        raise ClusterError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass
+class Cluster:
+    """What a run may use of the cluster."""
+
+    cpus: int
+    gpus: int
+    address: str  # "local" for a cluster started for this run
+
+    def mix_actors(self, asked: int | None) -> int:
+        """How many actors decode pairs: as asked, else one per GPU, else half the CPUs (the rest read and write)."""
+        if asked:
+            return asked
+        return self.gpus if self.gpus else max(1, self.cpus // 2)
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iterator[Cluster]:
+    """Join the cluster at ``address`` ("auto": the one ``ray start`` made on this machine), or use the one this
+    process already joined, or start a local one (``num_cpus``: its size; default all) and stop it afterwards."""
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster for one run needs no token
+        kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                                  logging_level=logging.ERROR)
+        try:
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(num_cpus=num_cpus, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise ClusterError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        started = True
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # the run's report and errors say it, in one line
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the run's own progress display says it
+    ctx.print_on_execution_start = False
+    res = ray.cluster_resources()
+    try:
+        yield Cluster(int(res.get("CPU", 1)), int(res.get("GPU", 0)), address or ("local" if started else "joined"))
+    finally:
+        if started:
+            ray.shutdown()
