@@ -20,6 +20,7 @@ and a rerun folds what a killed run left before it plans.
 from __future__ import annotations
 
 import pickle
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from g2g.mix.pairs import PairWriter
 from g2g.mix.report import MixReport
 from g2g.mix.resume import pair_of, pending
 from g2g.pairing import Plan
+from g2g.progress import BatchProgress
 
 PART_ROWS = 1  # poses per block: a killed worker's retry redoes at most this many poses
 DETECT_MEMORY = 512 * 2**20  # bytes a detect task asks the scheduler for (a large photo decoded, MTCNN's pyramid)
@@ -63,23 +65,11 @@ class Job:
     opener: Callable[[MixConfig, Path | None, int | None], Any]  # opens the run's method (g2g.mix.run.open_run_mixer)
 
 
-class _NoBar:
-    """The workers' stand-in for the progress display: the driver counts what comes back."""
-
-    def advance(self, ok: int = 0, skipped: int = 0) -> None:
-        pass
-
-    def stage(self, *a: Any, **k: Any) -> None:
-        pass
-
-
 class _Recorder:
     """A writer that keeps the calls a ``PairWriter`` makes (files to save, lines to append) for the write task."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple]] = []
-        import threading
-
         self.lock = threading.Lock()
 
     def submit(self, fn: Any, *args: Any) -> None:
@@ -95,8 +85,6 @@ class _PartWriter:
     """A writer that runs each call at once, appending lines to the pose's part."""
 
     def __init__(self, part: Any, keep: set[tuple[str, str]]):
-        import threading
-
         self.part, self.keep, self.lock = part, keep, threading.Lock()
 
     def submit(self, fn: Any, *args: Any) -> None:
@@ -135,7 +123,8 @@ class _Worker:
         """The run's PairWriter (its name sets built once per process), with this block's writer and report."""
         job = self.job
         if self._work is None:
-            self._work = PairWriter(job.cfg, mixer, job.plan, job.out, writer, _NoBar(), report,  # type: ignore[arg-type]
+            silent = BatchProgress("mix", "pairs", 0, enabled=False)  # the driver counts what comes back
+            self._work = PairWriter(job.cfg, mixer, job.plan, job.out, writer, silent, report,  # type: ignore[arg-type]
                                     job.model_sha, job.set_sha, job.crop_mode, job.pose_stems, job.id_stems, job.names)
         self._work.mixer, self._work.writer, self._work.report = mixer, writer, report
         return self._work
@@ -295,7 +284,6 @@ def run_on_ray(work: PairWriter, aligner: Any, inp: Any, model_dir: Path | None,
     cfg, report, bar = work.cfg, work.report, work.bar
     timings: Counter = Counter()
     manifest = work.writer.manifest
-    job = None
     parts: list[Path] = []
     try:
         with ray_cluster(cfg.address) as cluster:
