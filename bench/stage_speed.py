@@ -18,23 +18,27 @@ process (:func:`end_to_end`), whose CPU time per pair the stage sum should
 explain. Then the mix stage of each method against its code before the speed-up
 (:func:`baseline`, kept callable here), on the same pairs in the same process:
 CPU-ms per pair of both, their ratio, and the largest pixel difference (0: the
-same bytes; tests/test_stage_speed_equivalence.py asserts it). Nothing here
-asserts a number.
+same bytes; tests/test_stage_speed_equivalence.py asserts it). Last, the
+engines: each method's ``mix_folders`` run again with ``--engine ray`` and 1
+and 2 mixing actors (``--engines``), on one local Ray cluster started once for
+them, wall-clock pairs/s beside the local run's. Nothing here asserts a number.
 
     python bench/stage_speed.py                              # 8 poses x 4 identities, every method
     python bench/stage_speed.py --poses 32 --ids 8 --methods expression-paste
+    python bench/stage_speed.py --engines local,ray:1,ray:2,ray:4 --ray-cpus 8
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -380,13 +384,27 @@ def end_to_end(poses: Path, ids: Path, out: Path, cfg: MixConfig) -> tuple[float
     return report.written / report.elapsed, cpu / n, report.written
 
 
+def engine_configs(spec: str, cfg: MixConfig) -> list[tuple[str, MixConfig]]:
+    """``local,ray:1,ray:2`` -> (label, the MixConfig of that engine) for each: ``ray:N`` is ``--engine ray
+    --ray-workers N``."""
+    rows = []
+    for item in (i.strip() for i in spec.split(",") if i.strip()):
+        name, _, n = item.partition(":")
+        if name not in ("local", "ray") or (n and not n.isdigit()):
+            raise ValueError(f"engine {item!r}: local, ray or ray:N")
+        rows.append((item, cfg if name == "local" else replace(cfg, engine="ray", ray_workers=int(n) if n else None)))
+    return rows
+
+
 @dataclass
 class Result:
-    """One method's figures: its stage times, and its run through mix_folders (:func:`end_to_end`)."""
+    """One method's figures: its stage times, and its run through mix_folders (:func:`end_to_end`), and its runs
+    with each other engine (label -> end_to_end's figures)."""
 
     name: str
     st: Stages
     e2e: tuple[float, float, int]
+    engines: dict[str, tuple[float, float, int]] = field(default_factory=dict)
 
     def per_pair(self, n_pairs: int) -> dict[str, float]:
         """CPU seconds per pair of each stage (the once-per-run setup left out)."""
@@ -442,6 +460,18 @@ def print_before_after(rows: list[tuple[str, float, float, int]]) -> None:
         print(f"  {name:18} {1e3 * old:18.2f} {1e3 * new:8.2f} {old / new:6.2f}x {diff:10d}")
 
 
+def print_engines(results: list[Result], labels: list[str], ray_cpus: int | None) -> None:
+    """Wall-clock pairs/s of each method's mix_folders run by each engine, and the ratio to the local run."""
+    if not any(r.engines for r in results):
+        return
+    print(f"\nengines, pairs/s of mix_folders (wall clock; ratio to the local run in this process); a local Ray "
+          f"cluster of {ray_cpus or os.cpu_count()} CPUs started once for these runs, each run's actors started anew")
+    print(f"  {'method':18}" + "".join(f" {label:>16}" for label in labels))
+    for r in results:
+        cells = [f"{r.engines[l][0]:.1f} ({r.engines[l][0] / r.e2e[0]:.2f}x)" if l in r.engines else "-" for l in labels]
+        print(f"  {r.name:18}" + "".join(f" {c:>16}" for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC, help="a folder of people (one subfolder each)")
@@ -449,7 +479,25 @@ def main() -> int:
     ap.add_argument("--ids", type=int, default=4, help="identity photos (I): P x I pairs")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each mix stage for the before/after (best kept)")
+    ap.add_argument("--engines", default="local,ray:1,ray:2",
+                    help="engines to run mix_folders with: local, ray (its default actors) or ray:N (N actors)")
+    ap.add_argument("--ray-cpus", type=int, default=None,
+                    help="CPUs the local Ray cluster declares (default: this machine's)")
     args = ap.parse_args()
+    try:
+        engines = engine_configs(args.engines, MixConfig())
+    except ValueError as e:
+        ap.error(str(e))
+    ray_rows = [label for label, c in engines if c.engine == "ray"]
+    if ray_rows and importlib.util.find_spec("ray") is None:
+        print("engines: ray is not installed (pip install 'g2g[ray]'); the Ray rows are left out")
+        ray_rows = []
+    if ray_rows:
+        from g2g.cluster import ray_cluster
+
+        ray_cluster_ctx: Any = ray_cluster(num_cpus=args.ray_cpus)
+    else:
+        ray_cluster_ctx = nullcontext()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -482,6 +530,17 @@ def main() -> int:
             rows.append((name, *before_after(mixer, encoded, codes, cfg.batch_size, args.repeats)))
         print_summary(results, n_pairs, floor_s)
         print_before_after(rows)
+        with ray_cluster_ctx:
+            if ray_rows:  # warm-up: the cluster's first worker processes, their imports
+                end_to_end(tmp / "poses", tmp / "ids", tmp / "warm-ray", replace(METHODS[methods[0]], engine="ray"))
+            for r in results:
+                for label, ecfg in engine_configs(args.engines, METHODS[r.name]):
+                    if ecfg.engine == "ray" and label in ray_rows:
+                        r.engines[label] = end_to_end(tmp / "poses", tmp / "ids", tmp / f"mix-{r.name}-{label}", ecfg)
+                    elif ecfg.engine == "local":
+                        r.engines[label] = r.e2e
+        print_engines(results, [label for label, c in engines if c.engine == "local" or label in ray_rows],
+                      args.ray_cpus)
     return 0
 
 

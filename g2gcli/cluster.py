@@ -38,10 +38,16 @@ class Cluster:
     address: str  # "local" for a cluster started for this run
 
     def mix_actors(self, asked: int | None) -> int:
-        """How many actors decode pairs: as asked, else one per GPU, else half the CPUs (the rest read and write)."""
-        if asked:
-            return asked
-        return self.gpus if self.gpus else max(1, self.cpus // 2)
+        """How many actors decode pairs: as asked (at most a GPU each, or all CPUs but one: the read and write tasks
+        need one), else one per GPU, else half the CPUs (the rest read and write)."""
+        most = self.gpus or max(1, self.cpus - 1)
+        return min(asked, most) if asked else (self.gpus or max(1, self.cpus // 2))
+
+    def crop_actors(self, asked: int | None) -> int:
+        """How many actors detect and align photos (each reads and writes its own): as asked, at most one per GPU
+        or else one per CPU, and that many by default."""
+        most = self.gpus or self.cpus
+        return min(asked, most) if asked else most
 
 
 @contextmanager
@@ -73,3 +79,20 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iter
     finally:
         if started:
             ray.shutdown()
+
+
+def worker_error(e: BaseException) -> BaseException:
+    """The error a worker raised (a full disk, a one-line g2g error), under Ray's wrappers; or a one-line error
+    naming the innermost one."""
+    from g2g.errors import G2GError
+
+    inner, seen = e, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__module__.split(".")[0] != "ray":
+            inner = e
+            if isinstance(e, (OSError, G2GError)):
+                return e
+        e = getattr(e, "cause", None) or e.__cause__  # type: ignore[assignment]
+    text = str(inner).strip().splitlines()
+    return ClusterError(f"a Ray worker failed: {type(inner).__name__}: {text[0] if text else ''}".rstrip(": "))

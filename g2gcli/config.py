@@ -55,6 +55,9 @@ class PrepareConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     workers: int = 4  # image-decoding threads
     fmt: str = "png"  # crop format: png (lossless) | jpg (quality 95)
+    engine: str = "local"  # local | ray: a Ray Data pipeline on a cluster (g2g/prepare/on_ray.py)
+    address: str | None = None  # --engine ray: the cluster to join ("auto", "ray://host:10001"); None: a local one
+    ray_workers: int | None = None  # --engine ray: detecting actors; None: one per GPU, else one per CPU
 
     def align(self) -> AlignConfig:
         return AlignConfig(size=self.size, zoom=self.zoom)

@@ -47,6 +47,20 @@ def need_shared() -> Path:
     return WILD
 
 
+def output_files(out: Path, skip: set[str]) -> dict[str, str]:
+    """Every file under an output folder by its path -> its sha256 (the names in ``skip`` and run locks left out):
+    what two runs that should write the same files are compared by."""
+    import hashlib
+
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*")
+            if p.is_file() and p.name not in skip and not p.name.startswith(".g2g-lock")}
+
+
+def sorted_manifest(out: Path) -> list[str]:
+    """OUT/manifest.jsonl's lines, sorted (a parallel run may write them in another order)."""
+    return sorted(line for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip())
+
+
 def copy_subset(dst: Path, identities: int, per_identity: int, root: Path = WILD) -> Path:
     """Copy a few real photos into a temporary folder (never into the repository)."""
     ids = sorted(p for p in root.iterdir() if p.is_dir())[:identities]

@@ -59,13 +59,13 @@ def test_a_damaged_or_deleted_crop_is_redone_and_write_errors_are_retried(tmp_pa
 def test_a_full_disk_stops_prepare_with_one_line(tmp_path, raw_small, monkeypatch):
     from typer.testing import CliRunner
 
-    import g2g.prepare.run
+    import g2g.prepare.crops
     from g2g.cli import app
 
     def full(path, image, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(g2g.prepare.run, "atomic_save_image", full)  # the disk fills up at the first crop
+    monkeypatch.setattr(g2g.prepare.crops, "atomic_save_image", full)  # the disk fills up at the first crop
     src = tmp_path / "src"
     shutil.copytree(raw_small / sorted(os.listdir(raw_small))[0], src / "p")
     res = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "data"), "--size", "64", "--device", "cpu"])

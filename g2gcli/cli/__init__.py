@@ -5,7 +5,7 @@ the result with rich. Heavy imports happen inside the verbs so ``g2g --version``
 """
 
 from g2g.cli.common import app
-from g2g.cli import prepare, train, export, mix, eval, demo  # noqa: F401  (each registers its verb on app)
+from g2g.cli import prepare, train, export, mix, merge, eval, demo  # noqa: F401  (each registers its verb on app)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from g2g.cli.common import JSON_HELP, _flag, _print_json, _verb, app, console
 from g2g.errors import EXIT_SKIPPED, G2GError
+from g2g.cluster import ENGINES
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS
 from g2g.methods import METHODS
 
@@ -58,7 +59,7 @@ def mix(
     device: str = typer.Option("auto", metavar="DEV", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, metavar="N", help="Pairs per network call."),
     workers: int = typer.Option(4, metavar="N", help="Threads reading and writing."),
-    engine: Literal["local", "ray"] = typer.Option("local", metavar="ENGINE", help="local or ray (a cluster)."),
+    engine: Literal[ENGINES] = typer.Option("local", metavar="ENGINE", help="local or ray (a cluster)."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", show_default=False, help="Ray cluster to join (default: start one)."),
     ray_workers: Optional[int] = typer.Option(None, "--ray-workers", metavar="N", show_default=False, help="Mixing actors on Ray (GPUs, or CPUs/2)."),
     as_json: bool = _flag(False, "--json", help=JSON_HELP),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import typer
 
 from g2g.cli.common import JSON_HELP, _flag, _print_json, _verb, app, console
 from g2g.errors import EXIT_SKIPPED, G2GError
+from g2g.cluster import ENGINES
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS
 from g2g.faces.preprocess import DEFAULT_ZOOM
 
@@ -28,6 +29,9 @@ def prepare(
     batch_size: int = typer.Option(16, help="Photos per MTCNN batch."),
     workers: int = typer.Option(4, help="Threads decoding photos ahead of detection."),
     fmt: Literal[PREPARE_FORMATS] = typer.Option("png", "--format", help="Crop format: png (lossless) or jpg (quality 95)."),
+    engine: Literal[ENGINES] = typer.Option("local", metavar="ENGINE", help="local or ray (a cluster)."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", show_default=False, help="Ray cluster to join (default: start one)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", metavar="N", show_default=False, help="Detecting actors on Ray (GPUs, or CPUs)."),
     as_json: bool = _flag(False, "--json", help=JSON_HELP),
     strict: bool = _flag(False, "--strict", help="Exit with status 1 when this run skipped any photo."),
 ) -> None:
@@ -39,7 +43,8 @@ def prepare(
     from g2g.prepare import prepare_folder
 
     cfg = PrepareConfig(size=size, zoom=zoom, faces=faces, min_face=min_face, min_score=min_score,
-                        device=device, batch_size=batch_size, workers=workers, fmt=fmt)
+                        device=device, batch_size=batch_size, workers=workers, fmt=fmt,
+                        engine=engine, address=address, ray_workers=ray_workers)
     report = prepare_folder(src, out, cfg)
     console.print(report.table())
     if report.preview:

@@ -27,28 +27,34 @@ LOCK_PREFIX = ".g2g-lock-"  # OUT/.g2g-lock-<what>: held (flock) by the run writ
 
 
 @contextmanager
-def run_lock(out: Path, what: str, wait: bool | None = None) -> Iterator[None]:
+def run_lock(out: Path, what: str, wait: bool | None = None, reader: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` for ``what`` ("mix shard 1/2", "prepare") while a run writes there, so that
     two processes never do the same work and record it twice: a second one stops with one line, or with ``wait``
     blocks until the first is done (None: the verb has no --wait). Different ``what`` (the shards of one plan) lock
     apart and run side by side. The operating system releases the lock when the process ends, however it ends; where
-    there is no ``fcntl`` (Windows) no lock is taken."""
+    there is no ``fcntl`` (Windows) no lock is taken. ``reader``: a shared lock that writes nothing into ``out`` (a
+    folder only read: a run writing there stops it, or is stopped by it)."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     path = Path(out) / (LOCK_PREFIX + re.sub(r"[^A-Za-z0-9]+", "-", what).strip("-"))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fd = os.open(path, (os.O_RDONLY if reader else os.O_RDWR | os.O_CREAT) | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileNotFoundError:  # a reader of a folder no run ever locked for ``what``
+        yield
+        return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, (fcntl.LOCK_SH if reader else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             hint = "" if wait is None else ", or pass --wait to start when it has"
             raise G2GError(f"another g2g {what} is writing into {out} (pid {holder}): let it finish{hint}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not reader:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)

@@ -219,13 +219,19 @@ def ray_rows(todo: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         yield {"pose": p, "idents": idents}
 
 
+def pool_size(cluster: Any, asked: int | None, todo: list[tuple[str, str]]) -> int:
+    """Mixing actors: the cluster's (:meth:`g2g.cluster.Cluster.mix_actors`), no more than poses (one more would
+    only wait)."""
+    return min(cluster.mix_actors(asked), len({p for p, _ in todo}))
+
+
 def run_pipeline(ray: Any, cluster: Any, job: Job, todo: list[tuple[str, str]], report: MixReport,
                  bar: Any, actors: int | None) -> list[Path]:
     """Run the three stages over the poses of ``todo``, counting on the driver what each pose did -> the parts
     written, in plan order (for the fold)."""
     rows = list(ray_rows(todo))
     ref = [ray.put(job)]  # in a list: handed to the workers as it is, each gets the job once
-    n_actors = cluster.mix_actors(actors)
+    n_actors = pool_size(cluster, actors, todo)
     gpu = cluster.gpus > 0 and job.cfg.device != "cpu"
     ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // PART_ROWS)))
     # the memory a photo's decode and detection may take; being the detect tasks' own, it also keeps them apart
@@ -252,24 +258,6 @@ def run_pipeline(ray: Any, cluster: Any, job: Job, todo: list[tuple[str, str]], 
     return [part_path(job.out, job.tag, r["pose"]) for r in rows]
 
 
-def worker_error(e: BaseException) -> BaseException:
-    """The error a worker raised (a full disk, a one-line g2g error), under Ray's wrappers; or a one-line error
-    naming the innermost one."""
-    from g2g.cluster import ClusterError
-    from g2g.errors import G2GError
-
-    inner, seen = e, set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if type(e).__module__.split(".")[0] != "ray":
-            inner = e
-            if isinstance(e, (OSError, G2GError)):
-                return e
-        e = getattr(e, "cause", None) or e.__cause__  # type: ignore[assignment]
-    text = str(inner).strip().splitlines()
-    return ClusterError(f"a Ray worker failed: {type(inner).__name__}: {text[0] if text else ''}".rstrip(": "))
-
-
 def run_on_ray(work: PairWriter, aligner: Any, inp: Any, model_dir: Path | None, size: int | None,
                todo: list[tuple[str, str]], encode: Callable, opener: Callable) -> None:
     """The driver's side of a ``--engine ray`` run: identities here (``encode``: the local run's
@@ -277,7 +265,7 @@ def run_on_ray(work: PairWriter, aligner: Any, inp: Any, model_dir: Path | None,
     at the end (also when the run fails: what finished is kept)."""
     import time
 
-    from g2g.cluster import ray_cluster
+    from g2g.cluster import ray_cluster, worker_error
     from g2g.io.parts import fold_parts
     from g2g.mix.resume import is_mix_record
 
@@ -290,7 +278,7 @@ def run_on_ray(work: PairWriter, aligner: Any, inp: Any, model_dir: Path | None,
             import ray
 
             report.notes.append(f"engine: Ray ({cluster.address}: {cluster.cpus} CPUs, {cluster.gpus} GPUs, "
-                                f"{cluster.mix_actors(cfg.ray_workers)} mixing actor(s))")
+                                f"{pool_size(cluster, cfg.ray_workers, todo)} mixing actor(s))")
             codes, id_info = encode(work, aligner, inp.ids, todo, timings)
             work.writer.drain(0)
             job = Job(cfg, model_dir, size, work.plan, inp.out, inp.poses, work.model_sha, work.set_sha,

@@ -138,7 +138,7 @@ def other_settings_message(out: Path, stale: list[dict[str, Any]], run: dict[str
     return f"{out} {what}; use another -o, or --overwrite to replace its outputs"
 
 
-def _files_of(rec: dict[str, Any]) -> list[str]:
+def files_of(rec: dict[str, Any]) -> list[str]:
     """Every file a line names, relative to OUT (with --faces all, each face's crops too)."""
     crops = rec.get("identity_crops") if isinstance(rec.get("identity_crops"), list) else []
     faces = [f.get(k) for f in rec.get("faces") or [] if isinstance(f, dict) for k in ("pose_crop", "mixed_crop")]
@@ -161,8 +161,8 @@ def start_over(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str,
     last = {pair_of(r): r for r in lines}
     keep = {k: r for k, r in last.items() if k not in mine and r.get("model_sha256") == model_sha
             and r.get("settings_sha256") == set_sha}
-    kept_files = {f for r in keep.values() for f in _files_of(r)}
-    for rel in sorted({f for r in lines for f in _files_of(r)} - kept_files):
+    kept_files = {f for r in keep.values() for f in files_of(r)}
+    for rel in sorted({f for r in lines for f in files_of(r)} - kept_files):
         try:
             path = safe_join(manifest.out, rel)
         except UnsafePathError:

@@ -79,6 +79,13 @@ def current_records(recs: Iterator[dict[str, Any]]) -> dict[str, list[dict[str, 
     return out
 
 
+def part_key(rec: dict[str, Any]) -> tuple[Any, Any]:
+    """A line's place in its source's attempt: (source, face index). Folding a photo's part
+    (:func:`g2g.io.parts.fold_parts`) keeps the last line per key, in the order of their last writes, so a later
+    attempt's lines (which start at face 0 or a skip) come after an earlier one's and replace them."""
+    return rec.get("source") or rec.get("output"), rec.get("face_index")
+
+
 def source_digest(path: Path) -> dict[str, Any] | None:
     """What a photo was when it was read: size, mtime and content hash (None where it cannot be read)."""
     from g2g.io.files import sha256_file

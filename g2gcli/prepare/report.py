@@ -28,6 +28,16 @@ class PrepareReport:
     preview: Path | None = None  # DATA/preview.jpg: crops per identity and the skipped photos by reason
     notes: list[str] = field(default_factory=list)  # what was read differently than asked (multi-page files)
 
+    def add_photo(self, status: str, reason: str | None, n_crops: int) -> int:
+        """Count one photo this run handled (its first line's status and reason, its crops) -> 1 if it gave crops."""
+        self.n_processed += 1
+        if status == "ok":
+            self.n_ok += 1
+            self.n_crops += n_crops
+            return 1
+        self.skipped[reason] += 1
+        return 0
+
     @property
     def images_per_s(self) -> float:
         return self.n_processed / self.elapsed if self.elapsed > 0 else 0.0

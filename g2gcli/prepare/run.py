@@ -20,15 +20,18 @@ from typing import Any, Iterator
 import numpy as np
 
 from g2g import __version__
+from g2g.cluster import ENGINES, import_ray
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
-from g2g.io.files import DISK_ERRNOS, atomic_save_image, atomic_write_json, safe_join
+from g2g.io.files import atomic_write_json
+from g2g.io.parts import fold_parts
 from g2g.io.images import (REASONS, VIDEO_HINT, LoadedImage, SkipImage, is_video, multi_page_note, scan_folder,
                            video_note)
-from g2g.photos import (FacePolicy, PhotoFaces, crop_faces, detector_or_cpu, identity_names, load_photo,
-                        output_stems)
+from g2g.photos import FacePolicy, crop_faces, detector_or_cpu, identity_names, load_photo, output_stems
+from g2g.prepare.crops import photo_records
 from g2g.prepare.preview import write_preview
-from g2g.prepare.records import current_records, is_final, prepare_manifest, record, rounded, source_digest
+from g2g.prepare.records import (current_records, is_final, is_prepare_record, part_key, prepare_manifest,
+                                 record)
 from g2g.prepare.report import PrepareReport
 from g2g.progress import BatchProgress, stage_line
 from g2g.io.runfolder import Manifest, claim_output, run_lock, unread_note
@@ -50,8 +53,15 @@ def _check_config(cfg: PrepareConfig) -> FacePolicy:
         (cfg.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
         (0 < cfg.zoom <= 4, f"zoom must be in (0, 4], got {cfg.zoom}"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
+        (cfg.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}"),
+        (cfg.engine == "ray" or (cfg.address is None and cfg.ray_workers is None),
+         "--address and --ray-workers are for --engine ray"),
+        (cfg.ray_workers is None or cfg.ray_workers >= 1, "--ray-workers must be at least 1"),
     ], PrepareError)
-    return FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
+    policy = FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
+    if cfg.engine == "ray":
+        import_ray()  # missing: one line saying how to install it, before anything is read or written
+    return policy
 
 
 def _config_record(cfg: PrepareConfig) -> dict[str, Any]:
@@ -101,16 +111,21 @@ class _Sources:
     identities: dict[Path, str]  # relative image path -> its identity (unique: g2g.photos.identity_names)
 
 
-def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, report: PrepareReport) -> _Sources:
-    """Scan SRC, resume from the manifest, and record the files that are never opened (not images, hidden)."""
+def _scan(src: Path, out: Path, report: PrepareReport) -> tuple[list[Path], list[Path], list]:
+    """(images, other files, entries never opened) under SRC, refusing a SRC with no image."""
     images, others, unused = scan_folder(src, exclude=out)
     videos = video_note(others)
     if not images:
         raise PrepareError(f"no images found under {src}" + (f" ({len(others)} non-image files)" if others else "")
                            + (f"; {videos}" if videos else ""))
     report.notes += [videos] if videos else []
-    claim_output(out, "prepare")
-    _open_output(out, cfg)
+    return images, others, unused
+
+
+def _sources(src: Path, out: Path, cfg: PrepareConfig, manifest: Manifest, report: PrepareReport,
+             scanned: tuple[list[Path], list[Path], list]) -> _Sources:
+    """Resume from the manifest, and record the files that are never opened (not images, hidden)."""
+    images, others, unused = scanned
     manifest.repair()
     current = current_records(manifest.lines())
     done = {s for s, recs in current.items() if is_final(recs, manifest, src / s if isinstance(s, str) else None)}
@@ -151,18 +166,27 @@ def prepare_folder(
     if out == src:
         raise PrepareError("-o DATA must differ from SRC")
     report = PrepareReport(out=out)
+    scanned = _scan(src, out, report)
+    claim_output(out, "prepare")
     manifest = prepare_manifest(out)
-    srcs = _sources(src, out, cfg, manifest, report)
     with run_lock(out, "prepare"):  # a second prepare into DATA stops here, before any work
-        if srcs.todo and detector is None:
-            stage_line("prepare", "loading the face detector", progress)
-            try:
-                detector, note = detector_or_cpu(cfg.device, cfg.min_face)
-            except ValueError as e:
-                raise PrepareError(str(e)) from None
-            report.device_note = note or ""
-        report.device = getattr(detector, "device", "") or ""
-        report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
+        _open_output(out, cfg)
+        fold_parts(manifest, part_key, keep=is_prepare_record)  # what a killed --engine ray run finished
+        srcs = _sources(src, out, cfg, manifest, report, scanned)
+        if cfg.engine == "ray" and srcs.todo:
+            from g2g.prepare.on_ray import crop_on_ray
+
+            report.timings = crop_on_ray(srcs, cfg, policy, manifest, report, progress)
+        else:
+            if srcs.todo and detector is None:
+                stage_line("prepare", "loading the face detector", progress)
+                try:
+                    detector, note = detector_or_cpu(cfg.device, cfg.min_face)
+                except ValueError as e:
+                    raise PrepareError(str(e)) from None
+                report.device_note = note or ""
+            report.device = getattr(detector, "device", "") or ""
+            report.timings = _crop_all(srcs, cfg, policy, detector, manifest, report, progress)
         report.elapsed = time.perf_counter() - t_start
         unread: Counter = Counter()
         current = current_records(manifest.lines(unread))
@@ -206,70 +230,18 @@ def _crop_all(srcs: _Sources, cfg: PrepareConfig, policy: FacePolicy, detector: 
                                 seconds=stage)
             pages += [r.pages for _, r in chunk if isinstance(r, LoadedImage) and r.pages > 1]
             t = time.perf_counter()
-            lines, n_ok, n_skip = [], 0, 0
+            lines, n_ok = [], 0
             for (p, _), photo in zip(chunk, photos):
-                recs = _photo_lines(srcs.rels[p], photo, cfg, srcs.stems[srcs.rels[p]], srcs.out)
-                digest = source_digest(p)  # a photo replaced later (same path, new content) is redone
-                for r in recs:  # two people never share a name (a folder alice/ and a photo alice.jpg)
-                    r["identity"], r["source_digest"] = srcs.identities[srcs.rels[p]], digest
+                rel = srcs.rels[p]
+                recs = photo_records(srcs.src, rel, photo, cfg, srcs.stems[rel], srcs.identities[rel], srcs.out)
                 lines += recs
-                if recs[0]["status"] == "ok":
-                    n_ok += 1
-                    report.n_crops += len(recs)
-                else:
-                    n_skip += 1
-                    report.skipped[recs[0]["reason"]] += 1
+                n_ok += report.add_photo(recs[0]["status"], recs[0]["reason"], len(recs))
             manifest.append(lines)
             timings["detect"] += stage["detect"]
             timings["align_write"] += stage["align"] + time.perf_counter() - t
-            report.n_ok += n_ok
-            report.n_processed += len(chunk)
-            bar.advance(n_ok, n_skip)
+            bar.advance(n_ok, len(chunk) - n_ok)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     report.notes += [n for n in [multi_page_note(pages)] if n]
     return dict(timings)
-
-
-def _photo_lines(rel: Path, photo: PhotoFaces, cfg: PrepareConfig, stem: Path, out: Path) -> list[dict[str, Any]]:
-    """Manifest lines of one source photo, writing its crops."""
-    from PIL import Image
-
-    from g2g.faces.align import outside_fraction, transform_points
-    from g2g.faces.landmarks import landmarks68
-
-    loaded = photo.loaded
-    if isinstance(loaded, SkipImage):
-        return [record(rel, cfg, status="skipped", reason=loaded.reason, message=loaded.message)]
-    w, h = loaded.size
-    base: dict[str, Any] = dict(image_size=[w, h], conversions=loaded.conversions)
-    if photo.reason == "detector-error":
-        return [record(rel, cfg, status="skipped", reason=photo.reason, message=photo.message, **base)]
-    faces = photo.faces
-    base["n_faces"] = len(faces)
-    base["n_accepted"] = sum(f.score >= cfg.min_score and f.side >= cfg.min_face for f in faces)
-    if photo.reason is not None:
-        best = max(faces, key=lambda f: f.score, default=None)
-        # the best face where the policy rejected faces; none where there was none or its landmarks were degenerate
-        extra = {} if best is None or photo.reason == "no-face" else \
-            dict(box=rounded(best.box), landmarks=rounded(best.landmarks), score=float(best.score))
-        return [record(rel, cfg, status="skipped", reason=photo.reason, message=photo.message, **base, **extra)]
-    recs = []
-    for k, (face, crop, M) in enumerate(photo.crops):
-        name = stem.with_name(f"{stem.name}_{k}") if cfg.faces == "all" else stem
-        out_rel = name.with_name(name.name + "." + cfg.fmt)  # not with_suffix: a stem may hold dots
-        try:
-            written = atomic_save_image(safe_join(out, out_rel), Image.fromarray(crop))
-        except OSError as e:
-            if e.errno in DISK_ERRNOS:  # the disk, not the photo: stop here with one line; a rerun resumes
-                raise
-            return [record(rel, cfg, status="skipped", reason="write-error", message=f"{type(e).__name__}: {e}", **base)]
-        recs.append(record(
-            rel, cfg, status="ok", face_index=k, box=rounded(face.box), landmarks=rounded(face.landmarks),
-            crop_landmarks=rounded(transform_points(M, face.landmarks)),
-            crop_landmarks68=rounded(landmarks68(crop, cfg.zoom)[0], 1), score=float(face.score),
-            affine=M.tolist(), outside=round(outside_fraction((h, w), M, cfg.size), 4),
-            output=out_rel.as_posix(), output_digest=written, **base,
-        ))
-    return recs
