@@ -57,6 +57,7 @@ class _Count:
     unit: str
     first: tuple[float, int] | None = None  # (time, done) at the first update that finished an item of this run
     finished: bool = False  # its completion line was printed (log)
+    begun: tuple[float, int] | None = None  # (time, done) when the count was first shown
 
     def update(self, done: int, now: float) -> None:
         if self.first is None and done > self.done:
@@ -64,13 +65,17 @@ class _Count:
         self.done = done
 
     def rate(self, now: float) -> float | None:
-        """Items/s since the first finished item; None until ``MIN_ITEMS`` items and ``MIN_SECONDS`` seconds."""
+        """Items/s since the first finished item; None until ``MIN_ITEMS`` items and ``MIN_SECONDS`` seconds. A
+        count that is complete before that (a few photos) has its whole time's rate instead, so that its last line
+        says how fast it went."""
         if self.first is None:
             return None
         t1, n1 = self.first
-        if self.done - n1 < MIN_ITEMS or now - t1 < MIN_SECONDS:
-            return None
-        return (self.done - n1) / (now - t1)
+        if self.done - n1 >= MIN_ITEMS and now - t1 >= MIN_SECONDS:
+            return (self.done - n1) / (now - t1)
+        if self.begun is not None and self.done >= self.total and now > self.begun[0] and self.done > self.begun[1]:
+            return (self.done - self.begun[1]) / (now - self.begun[0])
+        return None
 
 
 class BatchProgress:
@@ -93,7 +98,7 @@ class BatchProgress:
         self.ok = self.skipped = 0  # counted by this run (``done`` also holds resumed items)
         self.detail = ""
         self.lock = threading.Lock()
-        self.main = _Count(total, done, unit)
+        self.main = _Count(total, done, unit, begun=(clock(), done))
         self.stages: dict[str, _Count | None] = {}  # None: the stage counts the main items
         self.current = ""
         self.last = float("-inf")  # in a log, the first update prints at once (the work has begun)
@@ -129,7 +134,8 @@ class BatchProgress:
         with self.lock:
             new = name not in self.stages
             if new:
-                self.stages[name] = _Count(total, 0, unit or self.unit) if total is not None else None
+                self.stages[name] = (_Count(total, 0, unit or self.unit, begun=(self.clock(), 0)) if total is not None
+                                     else None)
             self.current = name
             self._render(self.clock(), force=new)
         return lambda n=1: self._step(name, n)

@@ -67,6 +67,19 @@ def test_eta_waits_for_a_few_items_and_a_few_seconds():
     assert fast.eta() is not None
 
 
+def test_a_short_run_ends_on_its_whole_rate_not_a_dash(capsys):
+    clock = Clock()
+    bar = _bar(clock, total=9)
+    clock.now += 3.0  # nine photos, all finished in one batch three seconds after the start
+    bar.advance(ok=9)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "9/9 pairs, 3.0 pairs/s, ETA 0:00:00" in line
+    unfinished = _bar(clock, total=10)
+    clock.now += 3.0
+    unfinished.advance(ok=9)  # not complete: too few items and seconds for a rate, as before
+    assert unfinished.eta() is None
+
+
 def test_a_stage_change_prints_a_line_with_the_stage_and_its_counts(capsys):
     clock = Clock()
     bar = _bar(clock, total=30, every=1e9)

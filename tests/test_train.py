@@ -362,6 +362,15 @@ def test_cli_train_and_one_line_errors(tiny_data, tmp_path):
     assert all("ETA" in line and "img/s" in line and "self " in line for line in lines)
     r = CliRunner().invoke(app, args)  # same folder again without --resume
     cli_error(r, 3, "--resume")
+    from g2g.train.checkpoint import load_checkpoint
+
+    short = tmp_path / "short"
+    assert args[8:10] == ["--steps", "2"]
+    r = CliRunner().invoke(app, [*args[:3], str(short), *args[4:8], "--steps", "3", *args[10:], "--max-minutes", "1e-6"])
+    assert r.exit_code == 0 and load_checkpoint(short)["step"] == 1, r.output  # the time limit stops it at step 1
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(short), "--resume", "--workers", "0", "--json",
+                                 "--max-minutes", "0.5"])  # bounded: a wrong total would run on to the limit
+    assert r.exit_code == 0 and json.loads(r.stdout)["step"] == 3, r.output  # the run's own 3 steps, not 100,000
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r2")])
     cli_error(r, 3, "manifest.jsonl")
     r = CliRunner().invoke(app, ["train", str(tiny_data), "-o", str(tmp_path / "r3"), "--preset", "funit-tiny", "--gan-loss", "wgan"])

@@ -178,6 +178,16 @@ def _resolve_config(run: Path, cfg: TrainConfig, resume: bool) -> tuple[TrainCon
     return merged, state
 
 
+def saved_steps(run: Path) -> int | None:
+    """The total number of steps RUN was started (or last resumed) with, from RUN/config.json; None where there is
+    none: what ``--resume`` without ``--steps`` goes on to."""
+    try:
+        steps = json.loads((Path(run) / "config.json").read_text())["train"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
 def _init_weights(source: Path, prep: dict[str, Any]) -> InitWeights:
     """Weights for --init-from; the crops must be aligned as the source model's were."""
     from g2g.train.init_weights import InitError, load_init_weights

@@ -52,7 +52,7 @@ def train(
     size: Optional[int] = typer.Option(None, help="Side the model works at, px (crops of another size are resized to it).", show_default=str(_D.model.image_size), rich_help_panel="Model"),
     identity_encoder: Optional[Literal[IDENTITY_ENCODERS]] = typer.Option(None, "--identity-encoder", metavar="ENCODER", help=f"{', '.join(IDENTITY_ENCODERS)}: in place of the preset's.", show_default=_D.model.identity_encoder, rich_help_panel="Model"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune from a checkpoint, run or model folder (its architecture, not the preset's).", rich_help_panel="Model"),
-    steps: Optional[int] = _recipe("steps", help="Total generator updates of the run (with --resume: the new total).", panel="Schedule"),
+    steps: Optional[int] = _recipe("steps", help="Total generator updates (with --resume: a new total; without: the run's own).", panel="Schedule"),
     batch_size: Optional[int] = _recipe("batch_size", help="Pairs of different people per step, per process (under torchrun: per GPU).", panel="Schedule"),
     max_minutes: float = typer.Option(_T.max_minutes, "--max-minutes", help="Stop after this many minutes with a checkpoint (--resume goes on); 0: no limit.", rich_help_panel="Schedule"),
     optimizer: Optional[Literal[OPTIMIZERS]] = _recipe("optimizer", help="rmsprop (FUNIT's) or adam.", panel="Schedule"),
@@ -103,11 +103,13 @@ def train(
     """
     given = {k: v for k, v in locals().items() if k in _FIELDS and v is not None}  # option names are field names
     given |= {_ALIASES[k]: v for k, v in locals().items() if k in _ALIASES and v is not None and _ALIASES[k] not in given}
-    from g2g.train.trainer import build_config, result_table, train as _train
+    from g2g.train.trainer import build_config, result_table, saved_steps, train as _train
 
     _downloads(allow_download)
     if lr is not None:  # --lr sets both; --lr-gen and --lr-dis win over it
         given = {"lr_gen": lr, "lr_dis": lr, **given}
+    if resume and "steps" not in given and saved_steps(out):  # go on to the run's own total, not the preset's
+        given["steps"] = saved_steps(out)
     kept = [k for k in given if k in RECIPE_FIELDS and k != "steps"] + ["size"] * (size is not None)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     if resume and kept and main and any((out / "checkpoints").glob("*.pt")):
