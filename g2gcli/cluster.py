@@ -50,6 +50,23 @@ class Cluster:
         return min(asked, most) if asked else most
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse, in one line and within ``timeout`` s, a ``host:port`` (or ``ray://host:port``) that nothing answers
+    at: Ray itself retries an unreachable address for minutes. ``auto`` and None are Ray's to resolve (at once)."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address}: give host:port (ray://host:port for Ray Client), or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 @contextmanager
 def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iterator[Cluster]:
     """Join the cluster at ``address`` ("auto": the one ``ray start`` made on this machine), or use the one this
@@ -57,13 +74,14 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iter
     ray = import_ray()
     started = False
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster for one run needs no token
+        check_address(address)
         kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                                   logging_level=logging.ERROR)
         try:
-            if address:
+            if address:  # the cluster's own authentication, as the user's environment sets it
                 ray.init(address=address, **kw)
             else:
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster for one run needs no token
                 ray.init(num_cpus=num_cpus, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"

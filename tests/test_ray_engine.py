@@ -157,6 +157,25 @@ def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch, folders, tmp
     assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
+@pytest.mark.parametrize("verb", ["mix", "prepare"])
+def test_an_address_nothing_answers_at_is_one_line_at_once(folders, tmp_path, verb):
+    import socket
+
+    from g2g.cluster import ClusterError
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfgs = {"mix": MixConfig(engine="ray", address=f"127.0.0.1:{port}"),
+            "prepare": PrepareConfig(engine="ray", address=f"127.0.0.1:{port}")}
+    with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        if verb == "mix":
+            mix_folders(*folders, tmp_path / "o", cfgs[verb], progress=False)
+        else:
+            prepare_folder(folders[1], tmp_path / "o", cfgs[verb], progress=False)
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
 def test_folding_parts_again_after_a_killed_fold_writes_no_line_twice(tmp_path):
     from g2g.io.parts import fold_parts, open_part, part_files
     from g2g.io.runfolder import Manifest

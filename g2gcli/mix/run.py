@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from g2g import __version__
-from g2g.cluster import ENGINES, import_ray
+from g2g.cluster import ENGINES, check_address, import_ray
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
@@ -67,6 +67,7 @@ def check_mix_config(cfg: MixConfig) -> None:
     ], MixError)
     if cfg.engine == "ray":
         import_ray()  # missing: one line saying how to install it, before anything is read or written
+        check_address(cfg.address)  # a mistyped address: one line now, not minutes of Ray's retries
 
 
 def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None,

@@ -46,6 +46,7 @@ class CropPhotos:
     def __init__(self) -> None:
         self.job: Job | None = None
         self.detector: Any = None
+        self.note = ""  # why the detector runs on the CPU where CUDA was asked for
 
     def __call__(self, batch: dict[str, np.ndarray], ref: list) -> dict[str, np.ndarray]:
         from g2g.photos import crop_faces, detector_or_cpu, load_photo
@@ -56,7 +57,8 @@ class CropPhotos:
             import ray
 
             self.job = ray.get(ref[0])
-            self.detector, _ = detector_or_cpu(self.job.cfg.device, self.job.cfg.min_face)
+            self.detector, note = detector_or_cpu(self.job.cfg.device, self.job.cfg.min_face)
+            self.note = note or ""
         job, cfg = self.job, self.job.cfg
         manifest = prepare_manifest(job.out)
         rels = [str(r) for r in batch["photo"]]
@@ -79,7 +81,8 @@ class CropPhotos:
                 "status": np.asarray([done[r][0]["status"] for r in rels], dtype=object),
                 "reason": np.asarray([done[r][0]["reason"] or "" for r in rels], dtype=object),
                 "crops": np.asarray([len(done[r]) for r in rels]),
-                "pages": np.asarray([pages.get(r, 1) for r in rels])}
+                "pages": np.asarray([pages.get(r, 1) for r in rels]),
+                "note": np.asarray([self.note] * len(rels), dtype=object)}
 
 
 def _run_pipeline(ray: Any, gpu: bool, actors: int, job: Job, rels: list[str], report: PrepareReport,
@@ -98,6 +101,7 @@ def _run_pipeline(ray: Any, gpu: bool, actors: int, job: Job, rels: list[str], r
     for row in ds.iter_rows():
         ok = report.add_photo(row["status"], row["reason"] or None, int(row["crops"]))
         pages += [int(row["pages"])] if row["pages"] > 1 else []
+        report.device_note = report.device_note or row["note"]
         bar.advance(ok, 1 - ok)
     report.notes += [n for n in [multi_page_note(pages)] if n]
 

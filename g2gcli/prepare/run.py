@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from g2g import __version__
-from g2g.cluster import ENGINES, import_ray
+from g2g.cluster import ENGINES, check_address, import_ray
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
@@ -61,6 +61,7 @@ def _check_config(cfg: PrepareConfig) -> FacePolicy:
     policy = FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
     if cfg.engine == "ray":
         import_ray()  # missing: one line saying how to install it, before anything is read or written
+        check_address(cfg.address)  # a mistyped address: one line now, not minutes of Ray's retries
     return policy
 
 
