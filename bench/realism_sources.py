@@ -11,10 +11,12 @@ first four crops are pose photos (``POSES/<person>/<k>.png``), then:
 - ``cross``: ``bench/heldout_sets.py``'s set (one pose photo and three identity
   photos per person) with ``--pairs random --per-pose 10``, as in docs/realism.md.
 
-``null`` and ``self`` pair by name (a pose with its own person). The numbers go to
-stdout; nothing is written outside WORK.
+``null`` and ``self`` pair by name (a pose with its own person). ``--region R``
+describes R times the brows-to-chin hull instead of the measure's 1.35 (a diagnosis:
+at 0.8 no seam is in it). The numbers go to stdout; nothing is written outside WORK.
 
-    python bench/realism_sources.py DATA bench/default_model_split.json WORK [--method expression-paste]
+    python bench/realism_sources.py DATA bench/default_model_split.json WORK [--method paste] [--fixes none]
+    python bench/realism_sources.py DATA bench/default_model_split.json WORK --region 0.8 --sets self
 """
 
 from __future__ import annotations
@@ -53,10 +55,17 @@ def main() -> None:
     ap.add_argument("split", type=Path)
     ap.add_argument("work", type=Path)
     ap.add_argument("--method", default="auto", help="g2g mix --method (auto: the default)")
+    ap.add_argument("--fixes", default=None, help="g2g mix --fixes (default: the method's own)")
+    ap.add_argument("--region", type=float, default=None, help="the face region described, x the hull (1.35)")
+    ap.add_argument("--sets", default="null,self,cross", help="comma list of null, self, cross")
     args = ap.parse_args()
+    import g2g.eval.texture as texture
     from g2g.config import EvalConfig, MixConfig
     from g2g.eval import evaluate
     from g2g.mix import mix_folders
+
+    if args.region:
+        texture.REALISM_SCALE = args.region
 
     val = set(json.loads(args.split.read_text())["val"])
     if not (args.work / "self").is_dir():
@@ -64,13 +73,14 @@ def main() -> None:
     if not (args.work / "cross").is_dir():
         subprocess.run([sys.executable, str(Path(__file__).with_name("heldout_sets.py")), str(args.data),
                         str(args.split), str(args.work / "cross"), "--k", "3", "--max-ids", "40"], check=True)
-    for name in ("null", "self", "cross"):
+    for name in args.sets.split(","):
         pairs = dict(pairs="random", per_pose=10, seed=0) if name == "cross" else dict(pairs="by-name")
-        out = args.work / f"out-{name}-{args.method}"
+        out = args.work / f"out-{name}-{args.method}-{(args.fixes or 'own').replace(',', '_')}"
         mix = mix_folders(args.work / name / "poses", args.work / name / "ids", out,
-                          MixConfig(aligned=True, method=args.method, **pairs), progress=False)
-        r = evaluate(out, ["realism"], EvalConfig(device="cpu")).results["realism"]
-        print(f"{name}: {mix.planned} pairs, realism AUC {r['auc']:.3f} ± {r['auc_std']:.3f} "
+                          MixConfig(aligned=True, method=args.method, fixes=args.fixes, **pairs), progress=False)
+        ev = out / f"eval-{texture.REALISM_SCALE}"
+        r = evaluate(out, ["realism"], EvalConfig(device="cpu", out_dir=str(ev))).results["realism"]
+        print(f"{name}, region {texture.REALISM_SCALE}: {mix.planned} pairs, realism AUC {r['auc']:.3f} ± {r['auc_std']:.3f} "
               f"(real vs real {r['control_auc']:.2f}), FD {r['fd']:.0f} ({r['fd_control']:.0f})", flush=True)
 
 
