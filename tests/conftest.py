@@ -47,6 +47,25 @@ def need_shared() -> Path:
     return WILD
 
 
+def pose_and_id_folders(root: Path, pose_people: list[Path], id_people: list[Path], per_id: int | list[int],
+                        pattern: str = "*.jpg", last: bool = False) -> tuple[Path, Path]:
+    """ROOT/poses: the first photo of each of ``pose_people`` (folders of one person's photos), named after its
+    folder; ROOT/ids/<person>: ``per_id`` photos (a count, or one per person) of each of ``id_people``, the first
+    ones (``last``: the last ones)."""
+    poses, ids = root / "poses", root / "ids"
+    poses.mkdir(parents=True)
+    for d in pose_people:
+        first = sorted(d.glob(pattern))[0]
+        shutil.copy(first, poses / f"{d.name}{first.suffix}")
+    counts = per_id if isinstance(per_id, list) else [per_id] * len(id_people)
+    for d, k in zip(id_people, counts):
+        (ids / d.name).mkdir(parents=True)
+        photos = sorted(d.glob(pattern))
+        for f in (photos[-k:] if last else photos[:k]):
+            shutil.copy(f, ids / d.name / f.name)
+    return poses, ids
+
+
 def output_files(out: Path, skip: set[str]) -> dict[str, str]:
     """Every file under an output folder by its path -> its sha256 (the names in ``skip`` and run locks left out):
     what two runs that should write the same files are compared by."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sorted_manifest as lines, need_shared, output_files
+from conftest import need_shared, output_files, pose_and_id_folders, sorted_manifest as lines
 from g2g.config import MixConfig
 from g2g.io.runfolder import run_lock
 from g2g.mix import mix_folders
@@ -24,15 +24,8 @@ SKIP = {"run.json", "manifest.jsonl", ".g2g-folder.json"}
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
     wild = need_shared()
-    root = tmp_path_factory.mktemp("merge_inputs")
-    (root / "poses").mkdir()
-    for p in ["7224", "7226", "7227", "7228"]:
-        shutil.copy(sorted((wild / p).glob("*.jpg"))[0], root / "poses" / f"{p}.jpg")
-    for p in ["7201", "7203"]:
-        (root / "ids" / p).mkdir(parents=True)
-        for f in sorted((wild / p).glob("*.jpg"))[:2]:
-            shutil.copy(f, root / "ids" / p / f.name)
-    return root / "poses", root / "ids"
+    return pose_and_id_folders(tmp_path_factory.mktemp("merge_inputs"), [wild / p for p in ("7224", "7226", "7227", "7228")],
+                               [wild / p for p in ("7201", "7203")], 2)
 
 
 @pytest.fixture(scope="module")

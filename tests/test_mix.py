@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import pose_and_id_folders
 from g2g.bundle import Bundle, BundleError, open_bundle
 from g2g.faces.preprocess import to_image, to_input
 from g2g.config import MixConfig
@@ -48,17 +49,8 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory, prepared_small) -> tuple[Path, Path]:
     """POSES: 4 aligned crops (flat, from 4 people); IDS: 3 identity folders of 2 crops each."""
-    root = tmp_path_factory.mktemp("crops")
     people = sorted(d for d in prepared_small.iterdir() if d.is_dir())
-    poses, ids = root / "poses", root / "ids"
-    poses.mkdir()
-    for d in people[:4]:
-        shutil.copy(sorted(d.glob("*.png"))[0], poses / f"{d.name}.png")
-    for d in people[3:6]:
-        (ids / d.name).mkdir(parents=True)
-        for f in sorted(d.glob("*.png"))[-2:]:
-            shutil.copy(f, ids / d.name / f.name)
-    return poses, ids
+    return pose_and_id_folders(tmp_path_factory.mktemp("crops"), people[:4], people[3:6], 2, "*.png", last=True)
 
 
 def snapshot(folder: Path) -> dict[str, float]:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import cli_error
+from conftest import cli_error, pose_and_id_folders
 
 FAST = ["--size", "64", "--device", "cpu", "--workers", "2"]
 
@@ -20,17 +20,8 @@ FAST = ["--size", "64", "--device", "cpu", "--workers", "2"]
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, raw_small) -> tuple[Path, Path]:
     """POSES: 2 real photos of 2 people; IDS: 2 people, 2 photos and 1."""
-    root = tmp_path_factory.mktemp("ow")
     people = sorted(d for d in raw_small.iterdir() if d.is_dir())
-    poses, ids = root / "poses", root / "ids"
-    poses.mkdir()
-    for d in people[:2]:
-        shutil.copy(sorted(d.glob("*.jpg"))[0], poses / f"{d.name}.jpg")
-    for d, k in zip(people[2:4], (2, 1)):
-        (ids / d.name).mkdir(parents=True)
-        for f in sorted(d.glob("*.jpg"))[:k]:
-            shutil.copy(f, ids / d.name / f.name)
-    return poses, ids
+    return pose_and_id_folders(tmp_path_factory.mktemp("ow"), people[:2], people[2:4], [2, 1])
 
 
 def mix(poses: Path, ids: Path, out: Path, *args: str):

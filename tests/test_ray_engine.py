@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import sorted_manifest as lines, need_shared, output_files
+from conftest import need_shared, output_files, pose_and_id_folders, sorted_manifest as lines
 from g2g.config import MixConfig, PrepareConfig
 from g2g.io.parts import PARTS_DIR
 from g2g.mix import mix_folders
@@ -33,15 +33,8 @@ SKIP = {"run.json", "manifest.jsonl", ".g2g-folder.json", "prepare_config.json"}
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     wild = need_shared()
-    root = tmp_path_factory.mktemp("ray_inputs")
-    (root / "poses").mkdir()
-    for p in POSE_PEOPLE:
-        shutil.copy(sorted((wild / p).glob("*.jpg"))[0], root / "poses" / f"{p}.jpg")
-    for p in ID_PEOPLE:
-        (root / "ids" / p).mkdir(parents=True)
-        for f in sorted((wild / p).glob("*.jpg"))[:2]:
-            shutil.copy(f, root / "ids" / p / f.name)
-    return root / "poses", root / "ids"
+    return pose_and_id_folders(tmp_path_factory.mktemp("ray_inputs"), [wild / p for p in POSE_PEOPLE],
+                               [wild / p for p in ID_PEOPLE], 2)
 
 
 @pytest.fixture(scope="module")
