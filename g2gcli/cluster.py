@@ -50,6 +50,24 @@ class Cluster:
         return min(asked, most) if asked else most
 
 
+def engine_checks(cfg: Any) -> list[tuple[bool, str]]:
+    """The option checks (g2g.errors.check_options) of a verb's ``engine``, ``address`` and ``ray_workers``."""
+    return [
+        (cfg.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}"),
+        (cfg.engine == "ray" or (cfg.address is None and cfg.ray_workers is None),
+         "--address and --ray-workers are for --engine ray"),
+        (cfg.ray_workers is None or cfg.ray_workers >= 1, "--ray-workers must be at least 1"),
+    ]
+
+
+def check_engine(cfg: Any) -> None:
+    """For ``--engine ray``: Ray Data installed and the address answering, each said in one line, before anything
+    is read or written."""
+    if cfg.engine == "ray":
+        import_ray()
+        check_address(cfg.address)  # a mistyped address: one line now, not minutes of Ray's retries
+
+
 def check_address(address: str | None, timeout: float = 5.0) -> None:
     """Refuse, in one line and within ``timeout`` s, a ``host:port`` (or ``ray://host:port``) that nothing answers
     at: Ray itself retries an unreachable address for minutes. ``auto`` and None are Ray's to resolve (at once)."""

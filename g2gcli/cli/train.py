@@ -108,8 +108,9 @@ def train(
     _downloads(allow_download)
     if lr is not None:  # --lr sets both; --lr-gen and --lr-dis win over it
         given = {"lr_gen": lr, "lr_dis": lr, **given}
-    if resume and "steps" not in given and saved_steps(out):  # go on to the run's own total, not the preset's
-        given["steps"] = saved_steps(out)
+    own_steps = saved_steps(out) if resume and "steps" not in given else None
+    if own_steps:  # --resume without --steps goes on to the run's own total, not the preset's
+        given["steps"] = own_steps
     kept = [k for k in given if k in RECIPE_FIELDS and k != "steps"] + ["size"] * (size is not None)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     if resume and kept and main and any((out / "checkpoints").glob("*.pt")):

@@ -25,7 +25,7 @@ from g2g.errors import G2GError
 from g2g.io.files import atomic_write_json, read_jsonl, refuse_links, safe_join
 from g2g.io.parts import part_files, shard_tag
 from g2g.io.runfolder import Manifest, claim_output, run_lock
-from g2g.mix.resume import files_of, is_mix_record, mix_manifest, pair_of
+from g2g.mix.resume import files_of, is_mix_record, mix_manifest, outputs_intact, pair_of
 from g2g.pairing import parse_shard
 from g2g.progress import summary_table
 
@@ -146,11 +146,8 @@ def _shard_lines(folder: Path, shard: str) -> dict[tuple[str, str], dict[str, An
 
 def _whole(folder: Path, rec: dict[str, Any]) -> bool:
     """The files a line names are in ``folder`` as its shard wrote them (none is a link to elsewhere)."""
-    shard = Manifest(folder)
-    names = files_of(rec)
-    return (shard.files_intact(rec, ("output",)) and (rec.get("mixed_crop") in (None, rec["output"])
-                                                       or shard.files_intact(rec, ("mixed_crop",)))
-            and all(not safe_join(folder, f).is_symlink() and safe_join(folder, f).is_file() for f in names))
+    paths = [safe_join(folder, f) for f in files_of(rec)]
+    return outputs_intact(Manifest(folder), rec) and all(not p.is_symlink() and p.is_file() for p in paths)
 
 
 def _merge_shard(folder: Path, shard: str, out: Manifest, last: dict, report: MergeReport) -> None:

@@ -70,6 +70,13 @@ def latest_records(out: Path, unread: Counter | None = None) -> dict[tuple[str, 
     return mix_manifest(out).latest(pair_of, unread)  # type: ignore[return-value]
 
 
+def outputs_intact(manifest: Manifest, rec: dict[str, Any]) -> bool:
+    """An ok line's output and mixed crop are in ``manifest``'s folder exactly as written."""
+    return manifest.files_intact(rec, ("output",)) and (
+        rec.get("mixed_crop") in (None, rec["output"])  # --aligned/--crop-only: one file, hashed once
+        or manifest.files_intact(rec, ("mixed_crop",)))
+
+
 def pending(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str, set_sha: str,
             unread: Counter | None = None, last: dict | None = None) -> list[tuple[str, str]]:
     """The pairs not yet done: a pair is done when its last line is ``ok`` for the same model and settings and its
@@ -79,9 +86,7 @@ def pending(manifest: Manifest, pairs: list[tuple[str, str]], model_sha: str, se
 
     def done(r: dict[str, Any] | None) -> bool:
         return bool(r and r.get("status") == "ok" and r.get("model_sha256") == model_sha
-                    and r.get("settings_sha256") == set_sha and manifest.files_intact(r, ("output",))
-                    and (r.get("mixed_crop") in (None, r["output"])  # --aligned/--crop-only: one file, hashed once
-                         or manifest.files_intact(r, ("mixed_crop",))))
+                    and r.get("settings_sha256") == set_sha and outputs_intact(manifest, r))
 
     return [pr for pr in pairs if not done(last.get(pr))]
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from g2g import __version__
-from g2g.cluster import ENGINES, check_address, import_ray
+from g2g.cluster import check_engine, engine_checks
 from g2g.config import MIX_FACE_POLICIES, MIX_FORMATS, MixConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
@@ -60,14 +60,8 @@ def check_mix_config(cfg: MixConfig) -> None:
         (cfg.quality is None or cfg.fmt != "png", "--quality is for jpg and webp: png is lossless, drop --quality"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
         (0 <= cfg.feather <= 0.5, f"feather must be in [0, 0.5] (a fraction of the crop), got {cfg.feather}"),
-        (cfg.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}"),
-        (cfg.engine == "ray" or (cfg.address is None and cfg.ray_workers is None),
-         "--address and --ray-workers are for --engine ray"),
-        (cfg.ray_workers is None or cfg.ray_workers >= 1, "--ray-workers must be at least 1"),
-    ], MixError)
-    if cfg.engine == "ray":
-        import_ray()  # missing: one line saying how to install it, before anything is read or written
-        check_address(cfg.address)  # a mistyped address: one line now, not minutes of Ray's retries
+    ] + engine_checks(cfg), MixError)
+    check_engine(cfg)
 
 
 def crop_side(cfg: MixConfig, poses: Path, pose_files: list[str], model_dir: Path | None,

@@ -47,6 +47,7 @@ class CropPhotos:
         self.job: Job | None = None
         self.detector: Any = None
         self.note = ""  # why the detector runs on the CPU where CUDA was asked for
+        self.template: Any = None  # the alignment template of the run's crops
 
     def __call__(self, batch: dict[str, np.ndarray], ref: list) -> dict[str, np.ndarray]:
         from g2g.photos import crop_faces, detector_or_cpu, load_photo
@@ -59,6 +60,7 @@ class CropPhotos:
             self.job = ray.get(ref[0])
             self.detector, note = detector_or_cpu(self.job.cfg.device, self.job.cfg.min_face)
             self.note = note or ""
+            self.template = np.asarray(self.job.cfg.align().template())
         job, cfg = self.job, self.job.cfg
         manifest = prepare_manifest(job.out)
         rels = [str(r) for r in batch["photo"]]
@@ -70,9 +72,9 @@ class CropPhotos:
                 done[rel] = recs
         todo = [r for r in rels if r not in done]
         loaded = [load_photo(job.src / r, cfg.max_pixels, cfg.min_face) for r in todo]
-        template = np.asarray(cfg.align().template())
         pages = {r: getattr(im, "pages", 1) for r, im in zip(todo, loaded)}
-        for rel, photo in zip(todo, crop_faces(loaded, self.detector, job.policy, template, cfg.size, cfg.batch_size)):
+        for rel, photo in zip(todo, crop_faces(loaded, self.detector, job.policy, self.template, cfg.size,
+                                                    cfg.batch_size)):
             recs = photo_records(job.src, Path(rel), photo, cfg, Path(job.stems[rel]), job.identities[rel], job.out)
             with open_part(job.out, TAG, rel) as part:
                 part.append(recs)
@@ -85,15 +87,15 @@ class CropPhotos:
                 "note": np.asarray([self.note] * len(rels), dtype=object)}
 
 
-def _run_pipeline(ray: Any, gpu: bool, actors: int, job: Job, rels: list[str], report: PrepareReport,
+def _run_pipeline(ray: Any, gpu: bool, actors: int, blocks: int, job: Job, rels: list[str], report: PrepareReport,
                   bar: Any) -> None:
-    """Run a pool of ``actors`` (a GPU each where ``gpu``) over ``rels``, counting on the driver what each photo
-    gave."""
+    """Run a pool of ``actors`` (a GPU each where ``gpu``) over ``rels`` in ``blocks`` blocks, counting on the
+    driver what each photo gave."""
     from g2g.io.images import multi_page_note
 
     cfg = job.cfg
     ref = [ray.put(job)]  # in a list: handed to the actors as it is, each gets the job once
-    ds = ray.data.from_items([{"photo": r} for r in rels], override_num_blocks=-(-len(rels) // cfg.batch_size))
+    ds = ray.data.from_items([{"photo": r} for r in rels], override_num_blocks=blocks)
     ds = ds.map_batches(CropPhotos, fn_kwargs={"ref": ref}, batch_size=cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=1 if gpu else 0, num_cpus=1)
@@ -125,14 +127,14 @@ def crop_on_ray(srcs: Any, cfg: PrepareConfig, policy: FacePolicy, manifest: Man
         with ray_cluster(cfg.address) as cluster:
             import ray
 
-            # an actor more than blocks of photos would only wait
-            n = min(cluster.crop_actors(cfg.ray_workers), -(-len(rels) // cfg.batch_size))
+            blocks = -(-len(rels) // cfg.batch_size)
+            n = min(cluster.crop_actors(cfg.ray_workers), blocks)  # an actor more than blocks would only wait
             report.device = f"Ray, {n} actor(s)"
             report.notes.append(f"engine: Ray ({cluster.address}: {cluster.cpus} CPUs, {cluster.gpus} GPUs, "
                                 f"{n} detecting actor(s))")
             bar = BatchProgress("prepare", "images", len(rels), enabled=progress, stage="detecting faces")
             try:
-                _run_pipeline(ray, cluster.gpus > 0 and cfg.device != "cpu", n, job, rels, report, bar)
+                _run_pipeline(ray, cluster.gpus > 0 and cfg.device != "cpu", n, blocks, job, rels, report, bar)
             except Exception as e:  # a worker's error, wrapped by Ray: said in one line
                 raise worker_error(e) from None
     finally:

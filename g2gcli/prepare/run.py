@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from g2g import __version__
-from g2g.cluster import ENGINES, check_address, import_ray
+from g2g.cluster import check_engine, engine_checks
 from g2g.config import FACE_POLICIES, PREPARE_FORMATS, PrepareConfig
 from g2g.errors import G2GError, check_options
 from g2g.io.files import atomic_write_json
@@ -53,15 +53,9 @@ def _check_config(cfg: PrepareConfig) -> FacePolicy:
         (cfg.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}"),
         (0 < cfg.zoom <= 4, f"zoom must be in (0, 4], got {cfg.zoom}"),
         (cfg.batch_size >= 1 and cfg.workers >= 1, "--batch-size and workers must be at least 1"),
-        (cfg.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}"),
-        (cfg.engine == "ray" or (cfg.address is None and cfg.ray_workers is None),
-         "--address and --ray-workers are for --engine ray"),
-        (cfg.ray_workers is None or cfg.ray_workers >= 1, "--ray-workers must be at least 1"),
-    ], PrepareError)
+    ] + engine_checks(cfg), PrepareError)
     policy = FacePolicy.of(cfg, FACE_POLICIES, PrepareError)
-    if cfg.engine == "ray":
-        import_ray()  # missing: one line saying how to install it, before anything is read or written
-        check_address(cfg.address)  # a mistyped address: one line now, not minutes of Ray's retries
+    check_engine(cfg)
     return policy
 
 
