@@ -8,6 +8,8 @@
 #            machine, pack with --resume MODEL (the model.tar that came back, unpacked) to fine-tune from it
 #   dry run: bash bench/device_run.sh --dry-run   # the same path on this CPU, tiny preset (tests/test_device_kit.py)
 #   rehearsal: bash bench/device_run.sh --rehearse --minutes 2 --batch 4   # the real kit, preset and size on this CPU
+#   refiner: bash bench/device_run.sh --minutes 8 --preset refiner-gpu   # the appearance networks over the default
+#            method's composition, with the GAN term (--dry-run --preset refiner-gpu: the tiny networks over it)
 #
 # On the GPU machine: unpack the kit (crops, packed loss weights, onnxconverter-common), install g2g over the machine's
 # own torch (the source tree linked into a site folder: no pip, no download), train the default recipe at GPU size
@@ -18,7 +20,7 @@
 #   sample sheet, config.json, split.json), train.json (steps, images/s), bench.json, train.log, export.log.
 # Every step's timing is in the log lines, so the time each part takes is known before the next run.
 set -euo pipefail
-MINUTES=7; BATCH=64; SIZE=128; PRESET=appearance-gpu; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""
+MINUTES=7; BATCH=64; SIZE=128; PRESET=appearance-gpu; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""; EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift 2 ;;
@@ -42,6 +44,7 @@ cores=$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)  # nproc alone answers OMP_NUM
 if [ "$DRY" = 1 ]; then  # this machine: a temporary OUT and stage, the tiny preset, a few steps
   OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}
   CARRY=${G2G_DEVICE_CARRY:?--dry-run needs G2G_DEVICE_CARRY: a folder made by device_kit.py pack}
+  case "$PRESET" in refiner*) EXTRA=(--base-fixes default) ;; esac  # the refiner's base, on the tiny networks
   PRESET=appearance-tiny; SIZE=32; BATCH=2; STEPS=${STEPS:-3}; WORKERS=${WORKERS:-1}
 elif [ "$REHEARSE" = 1 ]; then  # this machine: the real kit and recipe, a temporary OUT and stage
   OUT=${OUT:-$(mktemp -d)}; STAGE=${G2G_DEVICE_STAGE:-$(mktemp -d)}; CARRY=${G2G_DEVICE_CARRY:-.device/carry}
@@ -93,7 +96,7 @@ log "training --preset $PRESET at $SIZE px, batch $BATCH, $WORKERS workers, for 
 set +e
 g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --size "$SIZE" --batch-size "$BATCH" \
   --steps "$STEPS" --max-minutes "$MINUTES" --val-people 4 \
-  --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" \
+  --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" "${EXTRA[@]}" \
   > "$OUT/train.json" 2> "$OUT/train.log"
 rc=$?
 set -e

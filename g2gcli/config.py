@@ -105,6 +105,10 @@ class ModelConfig:
     app_dim: int = 32  # appearance: channels at full resolution (doubled per scale)
     app_max: int = 192  # appearance: channel cap
     app_res: int = 2  # appearance: residual blocks at 1/8 resolution
+    # appearance: what the decoder draws its residual over. "none": the warped, colour-matched paste (the shipped
+    # model's); a `g2g mix --fixes` spec ("default"): the default method's composition with those fixes, so the
+    # model learns to redraw only what that composition still gives away (the refiner presets)
+    base_fixes: str = "none"
 
     @property
     def recipe(self) -> str:
@@ -201,6 +205,9 @@ _FUNIT_TRAIN = dict(batch_size=8, optimizer="rmsprop", lr_gen=1e-4, lr_dis=1e-4,
 _APPEARANCE_CPU = dict(image_size=64, identity_encoder="appearance", app_dim=24, app_max=160, app_res=2,
                        disc_dim=32, disc_max=256, disc_blocks=3)
 
+# the refiner: the appearance networks over the default method's composition, with the GAN term on mixed faces
+_REFINER_TRAIN = {**_APPEARANCE_TRAIN, "lambda_adv": 1.0}
+
 PRESETS: dict[str, Preset] = {
     "appearance": Preset("the default model's recipe: masked rest, warped identity photos; 64 px, for a CPU",
                          _APPEARANCE_CPU, _APPEARANCE_TRAIN),
@@ -209,6 +216,13 @@ PRESETS: dict[str, Preset] = {
     "appearance-tiny": Preset("appearance in miniature for tests: 32 px, a few channels, batch 2",
                               dict(image_size=32, identity_encoder="appearance", app_dim=8, app_max=32, app_res=1,
                                    disc_dim=8, disc_max=32, disc_blocks=2), {**_APPEARANCE_TRAIN, "batch_size": 2}),
+    "refiner": Preset("appearance over the default method's composition, with the GAN term; 128 px, narrow, for a CPU",
+                      dict(image_size=128, identity_encoder="appearance", app_dim=16, app_max=96, app_res=1,
+                           disc_dim=16, disc_max=128, disc_blocks=4, base_fixes="default"),
+                      {**_REFINER_TRAIN, "batch_size": 4}),
+    "refiner-gpu": Preset("refiner at GPU size: the appearance-gpu networks over the default method's composition",
+                          dict(image_size=128, identity_encoder="appearance", base_fixes="default"),
+                          {**_REFINER_TRAIN, "batch_size": 64}),
     # FUNIT-size generator (content map 512 x 16 x 16 at 128 px)
     "funit": Preset("the seed's recipe: FUNIT's generator and training at FUNIT's size, 128 px",
                     dict(image_size=128), _FUNIT_TRAIN),

@@ -376,3 +376,45 @@ def test_demo_faces_change_with_the_identity_column(tmp_path, method):
     assert len(changes) == 4 and min(changes) > 5  # every pose row: another identity, another face
     with Image.open(res.grid) as im:
         assert im.size[0] >= 3 * 128  # cells of at least 128 px
+
+
+def test_an_untrained_refiner_is_the_default_method_and_trains_with_the_gan_term(tmp_path, prepared_small, one_thread):
+    """--base-fixes default: the decoder draws over the default method's composition, so before any update (lr 0)
+    the exported model mixes as `g2g mix` without a model does, not as the plain warped paste; the refiner preset
+    trains its GAN term on the mixed faces and records what it draws over in the bundle."""
+    from PIL import Image
+
+    from g2g.config import MixConfig
+    from g2g.export.onnx_export import export_bundle
+    from g2g.mix import mix_folders
+    from g2g.train.trainer import build_config, train
+
+    cfg = build_config(prepared_small, preset="appearance-tiny", size=64, base_fixes="default", steps=1,
+                       batch_size=2, workers=0, log_every=1, sample_every=1, checkpoint_every=1, lr_gen=0.0,
+                       lambda_adv=1.0, val_fraction=0.34)
+    assert cfg.model.base_fixes == "default"
+    seen: list[dict] = []
+    train(prepared_small, tmp_path / "run", cfg, progress=False, on_step=lambda s, t: seen.append(t))
+    assert {"adv", "dis"} <= set(seen[0]) and np.isfinite(list(seen[0].values())).all()
+    export_bundle(tmp_path / "run", tmp_path / "model", check_images=prepared_small, identity=False)
+    assert json.loads((tmp_path / "model" / "g2g_model.json").read_text())["model"]["base_fixes"] == "default"
+    crops = sorted(prepared_small.rglob("*.png"))
+    poses, ids = tmp_path / "poses", tmp_path / "ids"
+    for folder, files in ((poses, crops[:2]), (ids / "a", crops[-3:])):
+        folder.mkdir(parents=True)
+        for f in files:
+            (folder / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+
+    def mixed(name: str, **kw) -> list[np.ndarray]:
+        out = tmp_path / f"mix-{name}"
+        mix_folders(poses, ids, out, MixConfig(aligned=True, fmt="png", **kw), progress=False,
+                    model_dir=tmp_path / "model" if name == "model" else None)
+        recs = sorted((json.loads(line) for line in open(out / "manifest.jsonl")), key=lambda r: r["pose"])
+        return [np.asarray(Image.open(out / r["output"])).astype(int) for r in recs]
+
+    model, default, plain = mixed("model", method="model"), mixed("default"), mixed("plain", fixes="none")
+    near = [np.abs(m - d).mean() for m, d in zip(model, default)]
+    far = [np.abs(m - p).mean() for m, p in zip(model, plain)]
+    assert max(near) < 0.5 < min(far)  # rounding apart, the default method's faces
+    with pytest.raises(Exception, match="unknown fix"):
+        build_config(prepared_small, preset="appearance-tiny", base_fixes="default,shine")

@@ -31,6 +31,7 @@ from g2g.io.files import atomic_write_bytes
 from g2g.prepare.records import read_manifest
 from g2g.faces.preprocess import to_input
 from g2g.faces.landmarks import closest_shape, flip68, landmarks68
+from g2g.methods.compose import Fixes
 
 ID_CANDIDATES = 3  # photos of the target's person the identity source is chosen from
 PLAN_STREAM, JITTER_STREAM = 0xA99, 0x3A5C  # seed words: the pairs of a step, and its mask jitter, are independent
@@ -132,9 +133,10 @@ class AppearanceBatches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``t`` is the whole batch of step t (see the module docstring)."""
 
     def __init__(self, bank: FaceBank, batch_size: int, seed: int, rank: int = 0, flip: bool = True,
-                 steps: int = 1 << 40, jitter: bool = True, warp: bool = True):
+                 steps: int = 1 << 40, jitter: bool = True, warp: bool = True, fixes: Fixes | None = None):
         self.bank, self.batch_size, self.seed, self.rank, self.flip, self.steps = bank, batch_size, seed, rank, flip, steps
         self.jitter, self.warp = jitter, warp  # warp: identity photos onto the target geometry (appearance)
+        self.fixes = fixes  # a refiner: the base is the default method's composition with these fixes
         self.multi = [p for p in range(len(bank.names)) if len(bank.photos_of(p)) >= 2]
         if len(self.multi) < 2:
             from g2g.train.dataset import DataError
@@ -177,8 +179,9 @@ class AppearanceBatches(torch.utils.data.Dataset):
         recs, mixes, cyc, maps, id_target = [], [], [], [], []
         for x, y, z, flips in plan:
             (xc, xl), (yc, yl), (zc, zl) = self._photo(x, flips[0]), self._photo(y, flips[1]), self._photo(z, flips[2])
-            recs.append(pair_inputs(xc, xl, yc[None], yl[None], rng=r, warp=self.warp))  # x from another photo of P
-            mix = pair_inputs(zc, zl, xc[None], xl[None], rng=r, warp=self.warp)  # x's person in z's pose
+            # x from another photo of P; then x's person in z's pose
+            recs.append(pair_inputs(xc, xl, yc[None], yl[None], rng=r, warp=self.warp, fixes=self.fixes))
+            mix = pair_inputs(zc, zl, xc[None], xl[None], rng=r, warp=self.warp, fixes=self.fixes)
             mixes.append(mix)
             # reassembly: rest x (its own geometry); its identity input, the mixed image warped from the mixed
             # geometry back onto x's, is made in the trainer (it is a network output)

@@ -413,18 +413,23 @@ def _loss_line(metrics: dict[str, float]) -> str:
 
 
 def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = None, identity_encoder: str | None = None,
-                 **fields: Any) -> TrainConfig:
+                 base_fixes: str | None = None, **fields: Any) -> TrainConfig:
     """TrainConfig of ``preset``'s recipe for ``data``, with ``fields`` (TrainConfig fields) replacing its own.
 
     The model works at ``size`` px, default the preset's (crops of another size are resized to it, as g2g mix
-    resizes), on crops aligned at DATA's zoom (prepare_config.json).
+    resizes), on crops aligned at DATA's zoom (prepare_config.json). ``base_fixes``: what an appearance decoder
+    draws over (``ModelConfig.base_fixes``: "none" for the plain warped paste, or a ``g2g mix --fixes`` spec).
     """
     if identity_encoder is not None and identity_encoder not in IDENTITY_ENCODERS:
         raise TrainError(f"--identity-encoder must be one of {', '.join(IDENTITY_ENCODERS)}, got {identity_encoder!r}",
                          usage=True)
     recipe = get_preset(preset)
     prep = read_prepare_config(Path(data))
-    model = {"identity_encoder": identity_encoder} if identity_encoder else {}
+    model: dict[str, Any] = {"identity_encoder": identity_encoder} if identity_encoder else {}
+    if base_fixes is not None:
+        from g2g.methods.compose import Fixes
+
+        model["base_fixes"] = "none" if base_fixes.strip() in ("", "none") else Fixes.parse(base_fixes).spec()
     if size:
         model["image_size"] = int(size)
     if prep.get("zoom"):

@@ -48,9 +48,10 @@ def _recipe(field: str, *aliases: str, help: str, panel: str, flag: str = "") ->
 def train(
     data: Path = typer.Argument(..., help="A `g2g prepare` output folder (manifest.jsonl and aligned crops per person)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: config.json, split.json, checkpoints/, metrics.jsonl, samples/.", rich_help_panel="Data"),
-    preset: str = typer.Option(DEFAULT_PRESET, metavar="PRESET", help=f"Recipe: {', '.join(PRESETS)}.", rich_help_panel="Model"),
+    preset: str = typer.Option(DEFAULT_PRESET, metavar="PRESET", help=f"Recipe: {', '.join(n for n in PRESETS if not n.endswith('-tiny'))}.", rich_help_panel="Model"),
     size: Optional[int] = typer.Option(None, help="Side the model works at, px (crops of another size are resized to it).", show_default=str(_D.model.image_size), rich_help_panel="Model"),
     identity_encoder: Optional[Literal[IDENTITY_ENCODERS]] = typer.Option(None, "--identity-encoder", metavar="ENCODER", help=f"{', '.join(IDENTITY_ENCODERS)}: in place of the preset's.", show_default=_D.model.identity_encoder, rich_help_panel="Model"),
+    base_fixes: Optional[str] = typer.Option(None, "--base-fixes", metavar="FIXES", help="What an appearance decoder draws over: none (the warped paste) or a --fixes spec.", show_default=_D.model.base_fixes, rich_help_panel="Model"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune from a checkpoint, run or model folder (its architecture, not the preset's).", rich_help_panel="Model"),
     steps: Optional[int] = _recipe("steps", help="Total generator updates (with --resume: a new total; without: the run's own).", panel="Schedule"),
     batch_size: Optional[int] = _recipe("batch_size", help="Pairs of different people per step, per process (under torchrun: per GPU).", panel="Schedule"),
@@ -116,7 +117,7 @@ def train(
     if resume and kept and main and any((out / "checkpoints").glob("*.pt")):
         console.print(f"[yellow]note:[/yellow] --resume goes on with the run's saved recipe; not applied: "
                       f"{', '.join('--' + k.replace('_', '-') for k in kept)}", soft_wrap=True)
-    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, **given, **_val_split(val_people))
+    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, base_fixes=base_fixes, **given, **_val_split(val_people))
     result = _train(data, out, cfg, resume=resume, init_from=init_from)
     if result.world_size == 1 or main:
         console.print(result_table(result))

@@ -27,12 +27,16 @@ person (never the target), so nothing in the input holds the target's own face.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from g2g.faces.geometry import face_mask, match_colour, transfer_expression, warp_to, with_pose_mouth
 from g2g.faces.preprocess import to_input
+
+if TYPE_CHECKING:
+    from g2g.methods.compose import Fixes
 
 SKETCH_GROUPS = (  # (polylines of point indices, closed): one channel each
     ((range(0, 17),), False),  # jaw
@@ -97,7 +101,7 @@ def rest_inputs(rest: np.ndarray, rest_lm: np.ndarray, geometry: np.ndarray,
 
 def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
                 rng: np.random.Generator | None = None, rest_mask: np.ndarray | None = None,
-                warp: bool = True, keep_mouth: bool = False) -> PairInputs:
+                warp: bool = True, keep_mouth: bool = False, fixes: Fixes | None = None) -> PairInputs:
     """Inputs for the rest crop ``rest`` (S, S, 3) uint8 and identity crops ``ids`` (K, S, S, 3) uint8.
 
     The target geometry is ``ids[0]``'s face shape with the rest's expression (mix puts
@@ -105,7 +109,9 @@ def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: 
     ``rest_mask`` as in :func:`rest_inputs`. ``warp=False`` (the ``pooled`` and ``dlib``
     encoders, which pool identity into one code): the identity crops as they are, and
     ``base`` is the masked rest, so identity can only come in through that code. ``keep_mouth``: the paste
-    (``base``) keeps the rest's own mouth opening (:func:`g2g.faces.geometry.with_pose_mouth`).
+    (``base``) keeps the rest's own mouth opening (:func:`g2g.faces.geometry.with_pose_mouth`). ``fixes``
+    (a refiner's ``ModelConfig.base_fixes``): ``base`` is the default method's composition with those fixes
+    (:func:`g2g.methods.compose.compose`, the same mask), so the decoder's residual starts from it.
     """
     geom = transfer_expression(ids_lm[0], rest_lm)
     content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng, rest_mask)
@@ -116,10 +122,28 @@ def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: 
                           geom.astype(np.float32))
     hard = (mask > 0.5).astype(np.float32)
     warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
+    if fixes is not None:
+        return _refiner_inputs(rest, rest_lm, ids, ids_lm, mask, content, warped, fixes)
     paste = with_pose_mouth(warped[0], geom, rest, rest_lm) if keep_mouth else warped[0]
     base = rest_f * (1 - m) + _float(paste) * m
     return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask, rest_f,
                       geom.astype(np.float32))
+
+
+def _refiner_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray, mask: np.ndarray,
+                    content: np.ndarray, warped: list[np.ndarray], fixes: Fixes) -> PairInputs:
+    """:func:`pair_inputs` of a refiner: ``base`` is the default method's face (g2g.methods.compose.composed_face)
+    wherever the mask reaches, so that compositing it through the mask gives that method's mixed crop; the mask
+    is the composition's (it may reach a little beyond the rest's), and E_A's masked rest follows it."""
+    from g2g.methods.compose import composed_face
+
+    face, mask = composed_face(rest, rest_lm, mask, ids, ids_lm, fixes)
+    rest_f, m = _float(rest), mask[None]
+    content = np.concatenate([rest_f * (1 - m), m, content[4:]]).astype(np.float32)  # the sketch as it was
+    base = np.where(m > 0, _float(face), rest_f)
+    geom = transfer_expression(ids_lm[0], rest_lm)
+    return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask.astype(np.float32),
+                      rest_f, geom.astype(np.float32))
 
 
 def warp_map(src_lm: np.ndarray, dst_lm: np.ndarray, size: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from g2g.faces.masked_rest import pair_inputs
+from g2g.methods.compose import base_fixes
 from g2g.methods.base import IdentityFaces, LandmarkMethod, PoseFace, closest_first
 from g2g.faces.preprocess import to_image
 
@@ -26,6 +27,7 @@ class AppearanceMixer(LandmarkMethod):
                          device=bundle.device, note=bundle.note, root=bundle.root)
         self.bundle = bundle
         self.warp = bundle.model.warped_identity
+        self.fixes = base_fixes(bundle.model.base_fixes)  # a refiner draws over the default method's composition
 
     @property
     def sha256(self) -> str:
@@ -36,7 +38,7 @@ class AppearanceMixer(LandmarkMethod):
         for pose, ident in zip(poses, idents):
             order = closest_first(ident.lm, pose.lm)
             inputs.append(pair_inputs(pose.crop, pose.lm, ident.crops[order], ident.lm[order], rest_mask=pose.mask,
-                                      warp=self.warp, keep_mouth=self.keep_mouth))
+                                      warp=self.warp, keep_mouth=self.keep_mouth, fixes=self.fixes))
         by_k: dict[int, list[int]] = {}
         for i, p in enumerate(inputs):
             by_k.setdefault(len(p.identity), []).append(i)

@@ -109,6 +109,12 @@ class Fixes:
         return ",".join(n for n in self.names() if getattr(self, n.replace("-", "_")))
 
 
+def base_fixes(spec: str) -> Fixes | None:
+    """The fixes of a model's ``base_fixes`` (``ModelConfig``): None for "none" (the decoder draws over the plain
+    warped paste; "" in bundles made before the field), else :meth:`Fixes.parse` of it."""
+    return None if spec.strip() in ("", "none") else Fixes.parse(spec)
+
+
 # --- regions from the 68 points -----------------------------------------------------------------------------------
 
 
@@ -366,6 +372,16 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
     The target geometry is ``ids[0]``'s face shape with the pose's expression
     (:func:`g2g.faces.geometry.transfer_expression`); with ``Fixes.none()`` this is the
     plain expression paste."""
+    face, mask = composed_face(pose, pose_lm, pose_mask, ids, ids_lm, fixes)
+    if fixes.seam:
+        return pyramid_blend(face, pose, mask), mask
+    return blend(face, pose, mask), mask
+
+
+def composed_face(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
+                  fixes: Fixes = Fixes()) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`compose` before the last blend: (the face, on the whole crop, mask): ``blend(face, pose, mask)`` is
+    the mixed crop (without ``seam``), as a refiner's decoder composites its output (g2g.faces.masked_rest)."""
     size = pose.shape[0]
     geom = transfer_expression(ids_lm[0], pose_lm)
     if fixes.mouth:  # lips that meet exactly would fold the warp's triangles; keep half a pixel between them
@@ -397,9 +413,7 @@ def compose(pose: np.ndarray, pose_lm: np.ndarray, pose_mask: np.ndarray, ids: n
         face = match_grain(face, pose, hard * (1 - feats))
     if keep.any():  # the pose's pixels: on the face's geometry inside the face, as they are around it
         face = blend(blend(pose_w, pose, inner), face, keep)
-    if fixes.seam:
-        return pyramid_blend(face, pose, mask), mask
-    return blend(face, pose, mask), mask
+    return face, mask
 
 
 def pose_occluders(pose_w: np.ndarray, geom: np.ndarray) -> np.ndarray:

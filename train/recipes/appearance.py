@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from g2g.config import ModelConfig, TrainConfig
 from g2g.faces.masked_rest import CONTENT_CHANNELS
+from g2g.methods.compose import base_fixes
 from g2g.train.appearance_data import AppearanceBatches, embed_bank, load_bank
 from g2g.train.appearance_model import AppearanceGenerator, image_class_encoder
 from g2g.train.appearance_step import appearance_losses, appearance_sample
@@ -79,8 +80,11 @@ class AppearanceRecipe(Recipe):
         if self.embeds_identity(cfg.model):  # frozen: each crop's embedding once, cached in the run
             for b in (bank, val_bank):
                 b.emb = embed_bank(b, plan.identity, plan.run / "cache" / "dlib_embeddings.npz")
-        val = AppearanceBatches(val_bank, 2 * len(plan.val_pairs), cfg.seed, flip=False, jitter=False, warp=warp)[0]
-        train = AppearanceBatches(bank, cfg.batch_size, cfg.seed, plan.rank, cfg.flip, cfg.steps, warp=warp)
+        fixes = base_fixes(cfg.model.base_fixes) if warp else None  # a refiner's base: the default composition
+        val = AppearanceBatches(val_bank, 2 * len(plan.val_pairs), cfg.seed, flip=False, jitter=False, warp=warp,
+                                fixes=fixes)[0]
+        train = AppearanceBatches(bank, cfg.batch_size, cfg.seed, plan.rank, cfg.flip, cfg.steps, warp=warp,
+                                  fixes=fixes)
         return RecipeData(train, val)
 
     def generator_losses(self, trainer: CrossTrainer, batch: Batch, step: int) -> Losses:
@@ -93,7 +97,8 @@ class AppearanceRecipe(Recipe):
 
     def write_sheet(self, path: Path, samples: Batch, val_pairs: list[tuple[str, str]], model: ModelConfig
                     ) -> tuple[Any, dict[str, float]]:
-        image = write_appearance_sheet(path, samples, variant(model).base)
+        label = "Default method" if base_fixes(model.base_fixes) and variant(model).warped else variant(model).base
+        image = write_appearance_sheet(path, samples, label)
         return image, {"val_rec": float((samples["recon"] - samples["identity"]).abs().mean())}
 
     def bundle_outputs(self, gen: nn.Module, bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
