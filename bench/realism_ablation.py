@@ -7,6 +7,7 @@ evaluated in WORK are read back, so a rerun resumes. Speed is each mix's own pai
 run nothing else on the machine for comparable figures.
 
     python bench/realism_ablation.py HELDOUT WORK [--rows default,today,...] [--per-pose 10]
+    python bench/realism_ablation.py HELDOUT WORK --rows default --model "refiner, 600 steps=models/ref"
 """
 
 from __future__ import annotations
@@ -33,18 +34,22 @@ ROWS: dict[str, tuple[str, dict]] = {
 }
 
 
-def run_row(name: str, heldout: Path, work: Path, per_pose: int) -> dict:
-    """Mix and evaluate one row (or read its earlier results); -> the numbers of the table."""
+def run_row(name: str, heldout: Path, work: Path, per_pose: int, model_dir: Path | None = None) -> dict:
+    """Mix and evaluate one row (or read its earlier results); -> the numbers of the table. ``model_dir``: the
+    row is ``--method model`` with that bundle."""
+    import hashlib
+
     from g2g.config import EvalConfig, MixConfig
     from g2g.eval import evaluate
     from g2g.mix import mix_folders
 
-    out, saved = work / name, work / f"{name}.json"
+    key = name if model_dir is None else "model-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    out, saved = work / key, work / f"{key}.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    fields = ROWS[name][1]
+    fields = ROWS[name][1] if model_dir is None else dict(method="model")
     cfg = MixConfig(aligned=True, pairs="random", per_pose=per_pose, seed=0, **fields)
-    mix = mix_folders(heldout / "poses", heldout / "ids", out, cfg, progress=False)
+    mix = mix_folders(heldout / "poses", heldout / "ids", out, cfg, progress=False, model_dir=model_dir)
     rep = evaluate(out, ["id-retrieval", "expression", "realism"], EvalConfig(device="cpu"))
     ident, expr, real = rep.results["id-retrieval"]["dlib"], rep.results["expression"], rep.results["realism"]
     row = {"top1_cross": ident["top1_cross"], "pose_leak": ident["pose_leak"], "expression": expr["error"]["mean"],
@@ -59,7 +64,7 @@ def table(rows: dict[str, dict]) -> str:
              "| FD (real vs real) | pairs/s |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         speed = f"{r['pairs_per_s']:.0f}" if r.get("pairs_per_s") else "–"
-        lines.append(f"| {ROWS[name][0]} | {100 * r['top1_cross']:.1f}% | {100 * r['pose_leak']:.1f}% | "
+        lines.append(f"| {ROWS[name][0] if name in ROWS else name} | {100 * r['top1_cross']:.1f}% | {100 * r['pose_leak']:.1f}% | "
                      f"{r['expression']:.3f} | {r['auc']:.3f} ± {r['auc_std']:.3f} ({r['control']:.2f}) | "
                      f"{r['fd']:.0f} ({r['fd_control']:.0f}) | {speed} |")
     return "\n".join(lines)
@@ -71,15 +76,20 @@ def main() -> None:
     ap.add_argument("work", type=Path)
     ap.add_argument("--rows", default=",".join(ROWS), help="comma list of " + ", ".join(ROWS))
     ap.add_argument("--per-pose", type=int, default=10)
+    ap.add_argument("--model", action="append", default=[], metavar="LABEL=DIR",
+                    help="a row more: --method model with the bundle DIR, labelled LABEL (repeatable)")
     args = ap.parse_args()
     names = [n for n in args.rows.split(",") if n]
+    models = dict(m.rsplit("=", 1) for m in args.model if "=" in m)
+    if len(models) != len(args.model):
+        raise SystemExit("error: --model takes LABEL=DIR")
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"error: unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = {}
-    for n in names:
-        rows[n] = run_row(n, args.heldout, args.work, args.per_pose)
+    for n in names + list(models):
+        rows[n] = run_row(n, args.heldout, args.work, args.per_pose, Path(models[n]) if n in models else None)
         print(f"{n}: AUC {rows[n]['auc']:.3f}, top-1 {100 * rows[n]['top1_cross']:.1f}%", flush=True)
     text = table(rows)
     (args.work / "table.md").write_text(text + "\n")
