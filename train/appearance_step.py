@@ -137,6 +137,7 @@ def appearance_sample(ema: torch.nn.Module, batch: dict[str, torch.Tensor]) -> d
                 torch.cat([batch["rec_base"], batch["mix_base"]])).float()
     return {
         "pose": batch["mix_rest"].cpu(), "identity": batch["x"].cpu(),
-        "paste": batch["mix_base"].cpu(), "mixed": composite(faces[n:], batch["mix_rest"], batch["mix_mask"]).cpu(),
+        "paste": composite(batch["mix_base"], batch["mix_rest"], batch["mix_mask"]).cpu(),  # what G = base gives
+        "mixed": composite(faces[n:], batch["mix_rest"], batch["mix_mask"]).cpu(),
         "recon": composite(faces[:n], batch["x"], batch["rec_mask"]).cpu(),
     }

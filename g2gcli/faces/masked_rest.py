@@ -110,8 +110,8 @@ def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: 
     encoders, which pool identity into one code): the identity crops as they are, and
     ``base`` is the masked rest, so identity can only come in through that code. ``keep_mouth``: the paste
     (``base``) keeps the rest's own mouth opening (:func:`g2g.faces.geometry.with_pose_mouth`). ``fixes``
-    (a refiner's ``ModelConfig.base_fixes``): ``base`` is the default method's composition with those fixes
-    (:func:`g2g.methods.compose.compose`, the same mask), so the decoder's residual starts from it.
+    (a refiner's ``ModelConfig.base_fixes``): ``base`` is the default method's face with those fixes, and the mask
+    its mask (:func:`_refiner_inputs`), so the decoder's residual starts from that method's mixed crop.
     """
     geom = transfer_expression(ids_lm[0], rest_lm)
     content, mask, rest_f = rest_inputs(rest, rest_lm, geom, rng, rest_mask)
