@@ -416,5 +416,7 @@ def test_an_untrained_refiner_is_the_default_method_and_trains_with_the_gan_term
     near = [np.abs(m - d).mean() for m, d in zip(model, default)]
     far = [np.abs(m - p).mean() for m, p in zip(model, plain)]
     assert max(near) < 0.5 < min(far)  # rounding apart, the default method's faces
-    with pytest.raises(Exception, match="unknown fix"):
+    from g2g.errors import G2GError
+
+    with pytest.raises(G2GError, match="unknown fix"):
         build_config(prepared_small, preset="appearance-tiny", base_fixes="default,shine")

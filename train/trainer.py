@@ -427,9 +427,10 @@ def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = No
     prep = read_prepare_config(Path(data))
     model: dict[str, Any] = {"identity_encoder": identity_encoder} if identity_encoder else {}
     if base_fixes is not None:
-        from g2g.methods.compose import Fixes
+        from g2g.methods.compose import base_fixes as parse_base
 
-        model["base_fixes"] = "none" if base_fixes.strip() in ("", "none") else Fixes.parse(base_fixes).spec()
+        fixes = parse_base(base_fixes)  # an unknown fix is a one-line usage error
+        model["base_fixes"] = fixes.spec() if fixes else "none"
     if size:
         model["image_size"] = int(size)
     if prep.get("zoom"):

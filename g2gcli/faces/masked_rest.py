@@ -123,25 +123,25 @@ def pair_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: 
     hard = (mask > 0.5).astype(np.float32)
     warped = [match_colour(warp_to(crop, lm, geom), hard, rest, hard) for crop, lm in zip(ids, ids_lm)]
     if fixes is not None:
-        return _refiner_inputs(rest, rest_lm, ids, ids_lm, mask, content, warped, fixes)
+        return _refiner_inputs(rest, rest_lm, rest_f, ids, ids_lm, geom, mask, content, warped, fixes)
     paste = with_pose_mouth(warped[0], geom, rest, rest_lm) if keep_mouth else warped[0]
     base = rest_f * (1 - m) + _float(paste) * m
     return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask, rest_f,
                       geom.astype(np.float32))
 
 
-def _refiner_inputs(rest: np.ndarray, rest_lm: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray, mask: np.ndarray,
-                    content: np.ndarray, warped: list[np.ndarray], fixes: Fixes) -> PairInputs:
+def _refiner_inputs(rest: np.ndarray, rest_lm: np.ndarray, rest_f: np.ndarray, ids: np.ndarray, ids_lm: np.ndarray,
+                    geom: np.ndarray, mask: np.ndarray, content: np.ndarray, warped: list[np.ndarray], fixes: Fixes
+                    ) -> PairInputs:
     """:func:`pair_inputs` of a refiner: ``base`` is the default method's face (g2g.methods.compose.composed_face)
     wherever the mask reaches, so that compositing it through the mask gives that method's mixed crop; the mask
     is the composition's (it may reach a little beyond the rest's), and E_A's masked rest follows it."""
     from g2g.methods.compose import composed_face
 
     face, mask = composed_face(rest, rest_lm, mask, ids, ids_lm, fixes)
-    rest_f, m = _float(rest), mask[None]
+    m = mask[None]
     content = np.concatenate([rest_f * (1 - m), m, content[4:]]).astype(np.float32)  # the sketch as it was
     base = np.where(m > 0, _float(face), rest_f)
-    geom = transfer_expression(ids_lm[0], rest_lm)
     return PairInputs(content, np.stack([_float(w) for w in warped]), base.astype(np.float32), mask.astype(np.float32),
                       rest_f, geom.astype(np.float32))
 
