@@ -72,6 +72,7 @@ PAIR_MODES = ("all", "zip", "by-name", "random")  # g2g mix --pairs (or a CSV fi
 GAN_LOSSES = ("hinge", "nonsat")
 ID_SCHEDULES = ("constant", "linear", "step")
 PERCEPTUAL_NETS = ("stlpips", "vgg19")
+DISCRIMINATORS = ("patch", "projected")  # g2g.train.projected_disc.build_discriminator
 OPTIMIZERS = ("rmsprop", "adam")
 # the training recipe of each identity encoder: funit (the seed's, on the whole rest) or appearance (E_A reads the
 # masked rest, g2gcli/faces/masked_rest.py); the recipes are g2g.train.recipes, their mixers g2g.methods
@@ -109,6 +110,10 @@ class ModelConfig:
     # model's); a `g2g mix --fixes` spec ("default"): the default method's composition with those fixes, so the
     # model learns to redraw only what that composition still gives away (the refiner presets)
     base_fixes: str = "none"
+    # appearance: σ (px at image_size) of the Gaussian low-pass taken out of the decoder's residual; > 0, it redraws
+    # detail only and the face keeps its base's tone and light (a refiner's low-frequency drift is what a classifier
+    # sees first: docs/realism.md); 0: the whole residual (the shipped model's)
+    residual_sigma: float = 0.0
 
     @property
     def recipe(self) -> str:
@@ -158,6 +163,9 @@ class TrainConfig:
     id_step_every: int = 10_000  # steps between δ increases (step schedule)
     id_step_count: int = 4  # number of equal increases up to delta_id (step schedule)
     perceptual: str = "stlpips"  # stlpips (shift-tolerant LPIPS VGG16, offline) | vgg19 (ImageNet)
+    # patch: FUNIT's residual patch discriminator, trained from scratch; projected: small heads on the frozen ST-LPIPS
+    # VGG16 (Projected GANs), which tells photographs from fakes after far fewer steps
+    discriminator: str = "patch"
     erase_landmarks: bool = False  # erase eyes/nose/mouth of the image that supplies the rest
     ema_beta: float = 0.999  # EMA of the generator for sampling and export
     amp: bool = True  # mixed precision on CUDA
@@ -178,8 +186,8 @@ class TrainConfig:
 # the TrainConfig fields a recipe sets; the others (device, workers, seed, logging, the split, AMP) belong to the run
 RECIPE_FIELDS = ("steps", "batch_size", "k_shot", "optimizer", "lr_gen", "lr_dis", "weight_decay", "beta1", "beta2",
                  "alpha_vgg", "gamma_cyc", "lambda_adv", "delta_id", "zeta_dis", "self_recon", "gan_loss", "id_schedule",
-                 "id_start", "id_warmup", "id_step_every", "id_step_count", "perceptual", "erase_landmarks", "ema_beta",
-                 "flip")
+                 "id_start", "id_warmup", "id_step_every", "id_step_count", "perceptual", "discriminator", "erase_landmarks",
+                 "ema_beta", "flip")
 
 
 @dataclass(frozen=True)

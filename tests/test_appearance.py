@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +130,8 @@ def test_the_default_method_runs_every_fix_and_explicit_methods_none():
     assert len(shas) == 4  # resume tells them apart
     with pytest.raises(G2GError, match="applies to expression-paste"):
         open_mixer("paste", None, fixes="eyes")
+    with pytest.raises(G2GError, match="not to a model"):  # refused before the bundle is read, never ignored
+        open_mixer("auto", Path("some-model"), fixes="default,eyes")
 
 
 def test_sampler_never_uses_the_target_as_its_identity_source(tmp_path, prepared_small):
@@ -389,15 +392,16 @@ def test_an_untrained_refiner_is_the_default_method_and_trains_with_the_gan_term
     from g2g.mix import mix_folders
     from g2g.train.trainer import build_config, train
 
-    cfg = build_config(prepared_small, preset="appearance-tiny", size=64, base_fixes="default", steps=1,
-                       batch_size=2, workers=0, log_every=1, sample_every=1, checkpoint_every=1, lr_gen=0.0,
+    cfg = build_config(prepared_small, preset="appearance-tiny", size=64, base_fixes="default", residual_sigma=2.0,
+                       steps=1, batch_size=2, workers=0, log_every=1, sample_every=1, checkpoint_every=1, lr_gen=0.0,
                        lambda_adv=1.0, val_fraction=0.34)
     assert cfg.model.base_fixes == "default"
     seen: list[dict] = []
     train(prepared_small, tmp_path / "run", cfg, progress=False, on_step=lambda s, t: seen.append(t))
     assert {"adv", "dis"} <= set(seen[0]) and np.isfinite(list(seen[0].values())).all()
     export_bundle(tmp_path / "run", tmp_path / "model", check_images=prepared_small, identity=False)
-    assert json.loads((tmp_path / "model" / "g2g_model.json").read_text())["model"]["base_fixes"] == "default"
+    bundle = json.loads((tmp_path / "model" / "g2g_model.json").read_text())["model"]
+    assert (bundle["base_fixes"], bundle["residual_sigma"]) == ("default", 2.0)  # the export checked its ONNX parity
     crops = sorted(prepared_small.rglob("*.png"))
     poses, ids = tmp_path / "poses", tmp_path / "ids"
     for folder, files in ((poses, crops[:2]), (ids / "a", crops[-3:])):
@@ -420,3 +424,32 @@ def test_an_untrained_refiner_is_the_default_method_and_trains_with_the_gan_term
 
     with pytest.raises(G2GError, match="unknown fix"):
         build_config(prepared_small, preset="appearance-tiny", base_fixes="default,shine")
+
+
+def test_a_detail_only_decoder_cannot_change_its_bases_tone_and_keeps_its_detail():
+    """--residual-sigma: the decoder's residual loses its Gaussian low-pass, so a residual that would shift the
+    face's tone (a constant, a slow gradient) leaves the base as it is, and a fine pattern still gets through."""
+    import torch
+
+    from g2g.config import model_preset
+    from g2g.faces.masked_rest import CONTENT_CHANNELS
+    from g2g.train.appearance_model import AppearanceGenerator, HighPass
+
+    hp = HighPass(2.0)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    ramp = (0.3 + xx / 64 + 0.5 * yy / 64).expand(1, 3, 64, 64)
+    fine = ((xx + yy) % 2 * 2 - 1).expand(1, 3, 64, 64) * 0.2  # a one-pixel checkerboard
+    assert hp(ramp)[..., 8:-8, 8:-8].abs().max() < 1e-4  # a tone ramp is removed inside (its edge: reflect padding)
+    assert hp(torch.full((1, 3, 64, 64), 0.3)).abs().max() < 1e-5
+    assert torch.allclose(hp(fine), fine, atol=0.02)
+    torch.manual_seed(0)
+    cfg = model_preset("appearance-tiny", image_size=64)
+    content, identity = torch.rand(2, CONTENT_CHANNELS, 64, 64), torch.rand(2, 1, 3, 64, 64)
+    base = torch.rand(2, 3, 64, 64) * 2 - 1
+    for sigma, shifted in ((0.0, True), (2.0, False)):
+        g = AppearanceGenerator(replace(cfg, residual_sigma=sigma)).eval()
+        with torch.no_grad():
+            g.decoder.head.bias.fill_(0.3)  # the residual a tone drift would be: +0.3 everywhere
+            out = g(content, identity, base)
+        assert torch.allclose(out, base + 0.3, atol=1e-5) is shifted
+        assert torch.allclose(out, base, atol=1e-5) is not shifted

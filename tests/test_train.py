@@ -278,10 +278,12 @@ def test_tensorboard_log_holds_each_loss_and_the_sample_sheets(tiny_data, tmp_pa
     assert [e.step for e in logs.Images("samples")] == [2]
 
 
-def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
-    """6 steps straight == 3 steps, Ctrl-C (checkpoint), resume for 3 (CPU, fixed seed): same losses."""
+@pytest.mark.parametrize("discriminator", ["patch", "projected"])
+def test_ctrl_c_then_resume_matches_uninterrupted_run(tiny_data, tmp_path, discriminator):
+    """6 steps straight == 3 steps, Ctrl-C (checkpoint), resume for 3 (CPU, fixed seed): same losses, with either
+    discriminator (the projected one's checkpoint holds its heads and spectral-norm state, not its frozen trunk)."""
     cfg = tiny_cfg(size=32, steps=6, alpha_vgg=1.0, gan_loss="nonsat", optimizer="adam",
-                   id_schedule="linear", id_start=0.2, delta_id=1.0, seed=11)
+                   id_schedule="linear", id_start=0.2, delta_id=1.0, seed=11, discriminator=discriminator)
     straight: list[dict] = []
     train(tiny_data, tmp_path / "a", cfg, progress=False, on_step=lambda s, t: straight.append(t))
 

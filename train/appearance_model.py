@@ -155,6 +155,24 @@ def _fit(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return a if a.shape[-1] != 1 else a.expand(-1, -1, r.shape[2], r.shape[3])
 
 
+class HighPass(nn.Module):
+    """x minus its Gaussian blur of ``sigma`` px (separable, reflect-padded, per channel): detail without tone."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        r = max(1, int(3 * sigma + 0.5))
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        k = torch.exp(-(t**2) / (2 * sigma**2))
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1), persistent=False)
+        self.r = r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, r = self.kernel, self.r
+        low = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=3)
+        low = F.conv2d(F.pad(low, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=3)
+        return x - low
+
+
 class FusionDecoder(nn.Module):
     """G: rest features + identity features (+ base) -> image (B, 3, S, S) = base + residual."""
 
@@ -167,13 +185,14 @@ class FusionDecoder(nn.Module):
         self.head = nn.Conv2d(w[0] + 3, 3, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.detail_only = HighPass(cfg.residual_sigma) if cfg.residual_sigma > 0 else nn.Identity()
 
     def forward(self, rest: list[torch.Tensor], ident: list[torch.Tensor], base: torch.Tensor) -> torch.Tensor:
         x = self.bottom(torch.cat([rest[3], _fit(ident[3], rest[3])], 1))  # (B, w3, S/8, S/8)
         for up, ref, i in zip(self.ups, self.refine, (2, 1, 0)):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = ref(up(torch.cat([x, rest[i], _fit(ident[i], rest[i])], 1)))
-        return base + self.head(torch.cat([x, base], 1))
+        return base + self.detail_only(self.head(torch.cat([x, base], 1)))
 
 
 CLASS_ENCODERS = {"appearance": AppearanceEncoder, "pooled": PooledEncoder, "dlib": EmbeddingEncoder}

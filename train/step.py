@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from g2g.config import OPTIMIZERS, PERCEPTUAL_NETS, TrainConfig
+from g2g.config import DISCRIMINATORS, OPTIMIZERS, PERCEPTUAL_NETS, TrainConfig
 from g2g.errors import check_options
 from g2g.train import TrainError, losses as L
-from g2g.train.model import PatchDiscriminator
+from g2g.train.projected_disc import build_discriminator
 from g2g.train.recipes import recipe_for
 
 LOSS_TERMS = ("vgg", "cyc", "self", "adv", "id", "gen", "d_real", "d_fake", "dis")
@@ -65,6 +65,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.gan_loss in L.GAN_LOSSES, f"--gan-loss must be one of {', '.join(L.GAN_LOSSES)}"),
         (cfg.id_schedule in L.ID_SCHEDULES, f"--id-schedule must be one of {', '.join(L.ID_SCHEDULES)}"),
         (cfg.perceptual in PERCEPTUAL_NETS, f"--perceptual must be one of {', '.join(PERCEPTUAL_NETS)}"),
+        (cfg.discriminator in DISCRIMINATORS, f"--discriminator must be one of {', '.join(DISCRIMINATORS)}"),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (cfg.steps >= 1, "--steps must be >= 1"),
         (cfg.max_minutes >= 0, "--max-minutes must be >= 0 (0: no limit)"),
@@ -105,7 +106,13 @@ class CrossTrainer:
         self.cfg, self.device, self.recipe = cfg, device, recipe_for(cfg.model)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         self.gen = self.recipe.build(cfg.model).to(device)
-        self.dis = PatchDiscriminator(cfg.model).to(device) if self.recipe.wants_discriminator(cfg) else None
+        self.perceptual = None
+        if cfg.alpha_vgg > 0:
+            from g2g.train.perceptual import load_perceptual
+
+            self.perceptual = load_perceptual(cfg.perceptual, device)
+        wants_dis = self.recipe.wants_discriminator(cfg)
+        self.dis = build_discriminator(cfg.discriminator, cfg.model, device, self.perceptual) if wants_dis else None
         self.ema = copy.deepcopy(self.gen).requires_grad_(False)
         self.opt_g = make_optimizer(self.gen.parameters(), cfg, cfg.lr_gen)
         self.opt_d = make_optimizer(self.dis.parameters(), cfg, cfg.lr_dis) if self.dis is not None else None
@@ -125,11 +132,6 @@ class CrossTrainer:
             torch.set_float32_matmul_precision("high")
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if (cuda and cfg.amp) else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.perceptual = None
-        if cfg.alpha_vgg > 0:
-            from g2g.train.perceptual import load_perceptual
-
-            self.perceptual = load_perceptual(cfg.perceptual, device)
         self.identity = None  # the frozen dlib net: for L_id, and the dlib encoder's embeddings of network outputs
         if cfg.delta_id > 0 or cfg.id_start > 0 or self.recipe.embeds_identity(cfg.model):
             self.identity = load_identity(cfg.model.zoom, device)

@@ -413,12 +413,13 @@ def _loss_line(metrics: dict[str, float]) -> str:
 
 
 def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = None, identity_encoder: str | None = None,
-                 base_fixes: str | None = None, **fields: Any) -> TrainConfig:
+                 base_fixes: str | None = None, residual_sigma: float | None = None, **fields: Any) -> TrainConfig:
     """TrainConfig of ``preset``'s recipe for ``data``, with ``fields`` (TrainConfig fields) replacing its own.
 
     The model works at ``size`` px, default the preset's (crops of another size are resized to it, as g2g mix
     resizes), on crops aligned at DATA's zoom (prepare_config.json). ``base_fixes``: what an appearance decoder
-    draws over (``ModelConfig.base_fixes``: "none" for the plain warped paste, or a ``g2g mix --fixes`` spec).
+    draws over (``ModelConfig.base_fixes``: "none" for the plain warped paste, or a ``g2g mix --fixes`` spec);
+    ``residual_sigma``: the low-pass taken out of its residual (``ModelConfig.residual_sigma``, 0: none).
     """
     if identity_encoder is not None and identity_encoder not in IDENTITY_ENCODERS:
         raise TrainError(f"--identity-encoder must be one of {', '.join(IDENTITY_ENCODERS)}, got {identity_encoder!r}",
@@ -431,6 +432,10 @@ def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = No
 
         fixes = parse_base(base_fixes)  # an unknown fix is a one-line usage error
         model["base_fixes"] = fixes.spec() if fixes else "none"
+    if residual_sigma is not None:
+        if residual_sigma < 0:
+            raise TrainError("--residual-sigma must be >= 0 (0: the whole residual)", usage=True)
+        model["residual_sigma"] = float(residual_sigma)
     if size:
         model["image_size"] = int(size)
     if prep.get("zoom"):

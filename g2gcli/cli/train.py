@@ -16,8 +16,8 @@ import typer
 
 from g2g.cli.common import JSON_HELP, _downloads, _flag, _print_json, _verb, app, console
 from g2g.errors import EXIT_INTERRUPTED, G2GError
-from g2g.config import (DEFAULT_PRESET, GAN_LOSSES, ID_SCHEDULES, IDENTITY_ENCODERS, OPTIMIZERS, PERCEPTUAL_NETS,
-                        PRESETS, RECIPE_FIELDS, TrainConfig, format_value)
+from g2g.config import (DEFAULT_PRESET, DISCRIMINATORS, GAN_LOSSES, ID_SCHEDULES, IDENTITY_ENCODERS, OPTIMIZERS,
+                        PERCEPTUAL_NETS, PRESETS, RECIPE_FIELDS, TrainConfig, format_value)
 
 _T = TrainConfig()  # torch-free: the defaults of the options that belong to the run, not to the recipe
 _D = PRESETS[DEFAULT_PRESET].config()  # the default recipe: what --help shows for each recipe option
@@ -52,6 +52,7 @@ def train(
     size: Optional[int] = typer.Option(None, help="Side the model works at, px (crops of another size are resized to it).", show_default=str(_D.model.image_size), rich_help_panel="Model"),
     identity_encoder: Optional[Literal[IDENTITY_ENCODERS]] = typer.Option(None, "--identity-encoder", metavar="ENCODER", help=f"{', '.join(IDENTITY_ENCODERS)}: in place of the preset's.", show_default=_D.model.identity_encoder, rich_help_panel="Model"),
     base_fixes: Optional[str] = typer.Option(None, "--base-fixes", metavar="FIXES", help="What an appearance decoder draws over: none (the warped paste) or a --fixes spec.", show_default=_D.model.base_fixes, rich_help_panel="Model"),
+    residual_sigma: Optional[float] = typer.Option(None, "--residual-sigma", metavar="PX", help="Take a Gaussian low-pass of σ px out of the decoder's residual: it redraws detail only.", show_default=format_value(_D.model.residual_sigma), rich_help_panel="Model"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune from a checkpoint, run or model folder (its architecture, not the preset's).", rich_help_panel="Model"),
     steps: Optional[int] = _recipe("steps", help="Total generator updates (with --resume: a new total; without: the run's own).", panel="Schedule"),
     batch_size: Optional[int] = _recipe("batch_size", help="Pairs of different people per step, per process (under torchrun: per GPU).", panel="Schedule"),
@@ -77,6 +78,7 @@ def train(
     self_recon: Optional[float] = _recipe("self_recon", help="Weight of the L1 between a photo and its own reconstruction.", panel="Losses"),
     gan_loss: Optional[Literal[GAN_LOSSES]] = _recipe("gan_loss", help="hinge (FUNIT's) or nonsat (non-saturating logistic).", panel="Losses"),
     perceptual: Optional[Literal[PERCEPTUAL_NETS]] = _recipe("perceptual", help="stlpips (shift-tolerant LPIPS, offline) or vgg19 (ImageNet VGG19).", panel="Losses"),
+    discriminator: Optional[Literal[DISCRIMINATORS]] = _recipe("discriminator", help="patch (FUNIT's, from scratch) or projected (heads on frozen VGG16).", panel="Losses"),
     erase_landmarks: Optional[bool] = _recipe("erase_landmarks", flag="--erase-landmarks", help="Grey out eyes, nose and mouth of the image that supplies the rest.", panel="Losses"),
     k_shot: Optional[int] = _recipe("k_shot", help="Photos of one person averaged into the identity code (K-shot).", panel="Data"),
     val_people: str = typer.Option("0.1", "--val-people", help="People held out (sample sheets, eval --split): a count (6) or a fraction (0.1).", rich_help_panel="Data"),
@@ -117,7 +119,7 @@ def train(
     if resume and kept and main and any((out / "checkpoints").glob("*.pt")):
         console.print(f"[yellow]note:[/yellow] --resume goes on with the run's saved recipe; not applied: "
                       f"{', '.join('--' + k.replace('_', '-') for k in kept)}", soft_wrap=True)
-    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, base_fixes=base_fixes, **given, **_val_split(val_people))
+    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, base_fixes=base_fixes, residual_sigma=residual_sigma, **given, **_val_split(val_people))
     result = _train(data, out, cfg, resume=resume, init_from=init_from)
     if result.world_size == 1 or main:
         console.print(result_table(result))

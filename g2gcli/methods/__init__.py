@@ -79,6 +79,9 @@ def open_mixer(method: str, model_dir: Path | None, device: str = "auto", batch_
     if method == "auto":
         method = "model" if model_dir is not None else DEFAULT_METHOD
     if method == "model":
+        if fixes is not None:  # else --fixes would be dropped without a word
+            raise G2GError("--fixes applies to expression-paste (the default method), not to a model: it draws over "
+                           "the composition it was trained on (base_fixes in its g2g_model.json)", usage=True)
         return load(REGISTRY["model"].target)(model_dir, device=device, batch_size=batch_size, keep_mouth=keep_mouth)
     fx = Fixes.parse(fixes) if fixes is not None else None
     if fx is not None and fx != Fixes.none() and method != "expression-paste":
