@@ -10,6 +10,8 @@
 #   rehearsal: bash bench/device_run.sh --rehearse --minutes 2 --batch 4   # the real kit, preset and size on this CPU
 #   refiner: bash bench/device_run.sh --minutes 8 --preset refiner-gpu   # the appearance networks over the default
 #            method's composition, with the GAN term (--dry-run --preset refiner-gpu: the tiny networks over it)
+#   variants: bash bench/device_run.sh --minutes 8 --preset refiner-gpu -- --residual-sigma 2 --discriminator projected
+#            (everything after -- goes to g2g train as it is)
 #
 # On the GPU machine: unpack the kit (crops, packed loss weights, onnxconverter-common), install g2g over the machine's
 # own torch (the source tree linked into a site folder: no pip, no download), train the default recipe at GPU size
@@ -20,7 +22,7 @@
 #   sample sheet, config.json, split.json), train.json (steps, images/s), bench.json, train.log, export.log.
 # Every step's timing is in the log lines, so the time each part takes is known before the next run.
 set -euo pipefail
-MINUTES=7; BATCH=64; SIZE=128; PRESET=appearance-gpu; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""; EXTRA=()
+MINUTES=7; BATCH=64; SIZE=128; PRESET=appearance-gpu; DRY=0; REHEARSE=0; WORKERS=""; STEPS=""; EXTRA=(); TRAIN_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --steps) STEPS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --rehearse) REHEARSE=1; shift ;;
+    --) shift; TRAIN_ARGS=("$@"); break ;;
     *) echo "device_run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -96,7 +99,7 @@ log "training --preset $PRESET at $SIZE px, batch $BATCH, $WORKERS workers, for 
 set +e
 g2g train "$STAGE/data" -o "$run" --preset "$PRESET" --size "$SIZE" --batch-size "$BATCH" \
   --steps "$STEPS" --max-minutes "$MINUTES" --val-people 4 \
-  --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" "${EXTRA[@]}" \
+  --checkpoint-every 500 --sample-every 500 --log-every 50 --workers "$WORKERS" --json "${from[@]}" "${EXTRA[@]}" ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"} \
   > "$OUT/train.json" 2> "$OUT/train.log"
 rc=$?
 set -e

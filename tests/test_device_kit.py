@@ -143,16 +143,21 @@ def test_a_fresh_machine_fine_tunes_from_the_bundle_a_first_call_brought_back(tm
 
 
 def test_the_refiner_dry_run_trains_over_the_default_composition(tmp_path, prepared_small):
-    """--preset refiner-gpu on the dry run: the tiny networks with the refiner's base (config.json records it)."""
+    """--preset refiner-gpu on the dry run: the tiny networks with the refiner's base (config.json records it);
+    what follows -- reaches g2g train (here the GAN term against the projected discriminator, from the packed
+    ST-LPIPS weights, and a detail-only residual)."""
     _need_git()
     carry = tmp_path / "carry"
     _kit().pack(prepared_small, carry, None, 32, REPO, budget=60 * 2**20)
     out, stage = tmp_path / "out", tmp_path / "stage"
     env = {**os.environ, "OUT": str(out), "G2G_DEVICE_STAGE": str(stage), "G2G_DEVICE_CARRY": str(carry),
            "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(["bash", "bench/device_run.sh", "--dry-run", "--steps", "1", "--preset", "refiner-gpu"],
+    run = subprocess.run(["bash", "bench/device_run.sh", "--dry-run", "--steps", "1", "--preset", "refiner-gpu", "--",
+                          "--residual-sigma", "2", "--discriminator", "projected", "--lambda-adv", "1"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with tarfile.open(out / "run.tar") as t:
         config = json.load(t.extractfile("config.json"))
-    assert config["train"]["model"]["base_fixes"] == "default"
+    train = config["train"]
+    assert (train["model"]["base_fixes"], train["model"]["residual_sigma"]) == ("default", 2.0)
+    assert (train["discriminator"], train["lambda_adv"]) == ("projected", 1.0)

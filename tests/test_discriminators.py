@@ -39,14 +39,9 @@ def test_the_projected_discriminator_trains_and_saves_only_its_heads_and_passes_
 
 
 def _blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    import torch.nn.functional as F
+    from g2g.train.appearance_model import HighPass
 
-    r = int(3 * sigma) + 1
-    t = torch.arange(-r, r + 1.0)
-    k = torch.exp(-t**2 / (2 * sigma**2))
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return x - HighPass(sigma)(x)  # its Gaussian low-pass
 
 
 def test_the_projected_discriminator_tells_a_soft_face_from_a_photo_after_steps_where_a_patch_one_cannot(one_thread):

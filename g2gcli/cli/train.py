@@ -94,8 +94,7 @@ def train(
     checkpoint_every: int = typer.Option(_T.checkpoint_every, help="Write checkpoints/step_N.pt and last.pt every N steps (and on Ctrl-C).", rich_help_panel="Run"),
     sample_every: int = typer.Option(_T.sample_every, help="Write samples/step_N.png and losses.png every N steps.", rich_help_panel="Run"),
     log_every: int = typer.Option(_T.log_every, help="Append a metrics.jsonl line (each loss term, δ, images/s) every N steps.", rich_help_panel="Run"),
-    alpha: Optional[float] = typer.Option(None, hidden=True), gamma: Optional[float] = typer.Option(None, hidden=True),
-    delta: Optional[float] = typer.Option(None, hidden=True), zeta: Optional[float] = typer.Option(None, hidden=True),
+    alpha: Optional[float] = typer.Option(None, hidden=True), gamma: Optional[float] = typer.Option(None, hidden=True), delta: Optional[float] = typer.Option(None, hidden=True), zeta: Optional[float] = typer.Option(None, hidden=True),
     as_json: bool = _flag(False, "--json", help=JSON_HELP, rich_help_panel="Run"),
 ) -> None:
     """Train a model (a rest encoder, an identity encoder and a decoder) on a `g2g prepare` folder; Ctrl-C checkpoints.
@@ -111,15 +110,15 @@ def train(
     _downloads(allow_download)
     if lr is not None:  # --lr sets both; --lr-gen and --lr-dis win over it
         given = {"lr_gen": lr, "lr_dis": lr, **given}
-    own_steps = saved_steps(out) if resume and "steps" not in given else None
-    if own_steps:  # --resume without --steps goes on to the run's own total, not the preset's
+    if resume and "steps" not in given and (own_steps := saved_steps(out)):  # to the run's own total, not the preset's
         given["steps"] = own_steps
     kept = [k for k in given if k in RECIPE_FIELDS and k != "steps"] + ["size"] * (size is not None)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     if resume and kept and main and any((out / "checkpoints").glob("*.pt")):
         console.print(f"[yellow]note:[/yellow] --resume goes on with the run's saved recipe; not applied: "
                       f"{', '.join('--' + k.replace('_', '-') for k in kept)}", soft_wrap=True)
-    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, base_fixes=base_fixes, residual_sigma=residual_sigma, **given, **_val_split(val_people))
+    cfg = build_config(data, preset, size, identity_encoder=identity_encoder, base_fixes=base_fixes,
+                       residual_sigma=residual_sigma, **given, **_val_split(val_people))
     result = _train(data, out, cfg, resume=resume, init_from=init_from)
     if result.world_size == 1 or main:
         console.print(result_table(result))
