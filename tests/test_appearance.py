@@ -453,3 +453,15 @@ def test_a_detail_only_decoder_cannot_change_its_bases_tone_and_keeps_its_detail
             out = g(content, identity, base)
         assert torch.allclose(out, base + 0.3, atol=1e-5) is shifted
         assert torch.allclose(out, base, atol=1e-5) is not shifted
+
+
+
+def test_a_residual_sigma_out_of_range_is_one_line_before_anything_is_written(tmp_path, prepared_small):
+    from g2g.train import TrainError
+    from g2g.train.trainer import build_config, train
+
+    for sigma in (-1.0, 11.0):  # 11 px at 64 px: the blur's reach would pass the crop's edge
+        cfg = build_config(prepared_small, preset="appearance-tiny", size=64, residual_sigma=sigma, workers=0)
+        with pytest.raises(TrainError, match="--residual-sigma must be >= 0"):
+            train(prepared_small, tmp_path / "run", cfg, progress=False)
+        assert not (tmp_path / "run").exists()

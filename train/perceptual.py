@@ -74,12 +74,12 @@ class _Trunk(nn.Module):
         for i, s in enumerate(_shift_tolerant_vgg16_slices(), 1):
             self.add_module(f"slice{i}", s)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, upto: int = 5) -> list[torch.Tensor]:
         feats = []
-        for i in range(1, 6):
+        for i in range(1, upto + 1):
             x = getattr(self, f"slice{i}")(x)
             feats.append(x)
-        return feats  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+        return feats  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (the first ``upto`` of them)
 
 
 class _Lin(nn.Module):
@@ -107,11 +107,11 @@ class ShiftTolerantLPIPS(nn.Module):
         for i, c in enumerate(self.CHANNELS):
             self.add_module(f"lin{i}", _Lin(c))
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Unit-normalised (over channels) trunk activations of x (B,3,S,S) in [-1,1]."""
+    def features(self, x: torch.Tensor, upto: int = 5) -> list[torch.Tensor]:
+        """Unit-normalised (over channels) trunk activations of x (B,3,S,S) in [-1,1], of the first ``upto`` slices."""
         x = (x - self.scaling_layer.shift) / self.scaling_layer.scale
         # F.normalize instead of x/(|x|+eps): same values, but a finite gradient where a feature vector is all zero
-        return [F.normalize(f, dim=1, eps=1e-10) for f in self.net(x)]
+        return [F.normalize(f, dim=1, eps=1e-10) for f in self.net(x, upto)]
 
     def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
         """Distance (B,) between two lists of ``features`` (lets a caller compute a fixed target's once)."""

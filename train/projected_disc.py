@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from g2g.config import ModelConfig
 from g2g.train.perceptual import ShiftTolerantLPIPS
 
 LEVELS = (2, 3, 4)  # trunk slices whose outputs the heads read: relu2_2, relu3_3, relu4_3
@@ -54,20 +55,15 @@ class ProjectedDiscriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The trunk's unit-normalised activations at ``LEVELS`` (gradients flow to x, not to the trunk)."""
-        t = self._trunk
-        h = (x - t.scaling_layer.shift) / t.scaling_layer.scale
-        out = []
-        for i in range(1, max(LEVELS) + 1):
-            h = getattr(t.net, f"slice{i}")(h)
-            if i in LEVELS:
-                out.append(nn.functional.normalize(h, dim=1, eps=1e-10))
-        return out
+        feats = self._trunk.features(x, upto=max(LEVELS))
+        return [feats[i - 1] for i in LEVELS]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, self.features(x))], dim=1)
 
 
-def build_discriminator(kind: str, model_cfg, device: torch.device, perceptual: nn.Module | None) -> nn.Module:
+def build_discriminator(kind: str, model_cfg: ModelConfig, device: torch.device, perceptual: nn.Module | None
+                        ) -> nn.Module:
     """The discriminator a run trains: ``patch`` (FUNIT's, from scratch) or ``projected`` (heads on frozen VGG16).
 
     ``perceptual``: the run's L_vgg network, shared as the trunk when it is the ST-LPIPS one."""

@@ -74,6 +74,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.model.image_size % 2 ** cfg.model.content_downs == 0,
          f"--size must be a multiple of {2 ** cfg.model.content_downs} for this model"),
         (16 <= cfg.model.image_size <= 1024, "--size must be between 16 and 1024"),
+        (0 <= 6 * cfg.model.residual_sigma < cfg.model.image_size,
+         "--residual-sigma must be >= 0 (0: the whole residual) and under a sixth of --size"),
         (min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) >= 1, "--checkpoint-every/--sample-every must be >= 1"),
         (all(w >= 0 for w in (cfg.alpha_vgg, cfg.gamma_cyc, cfg.lambda_adv, cfg.delta_id, cfg.zeta_dis, cfg.self_recon,
                               cfg.id_start)), "loss weights must be >= 0"),

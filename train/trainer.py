@@ -432,9 +432,7 @@ def build_config(data: Path, preset: str = DEFAULT_PRESET, size: int | None = No
 
         fixes = parse_base(base_fixes)  # an unknown fix is a one-line usage error
         model["base_fixes"] = fixes.spec() if fixes else "none"
-    if residual_sigma is not None:
-        if residual_sigma < 0:
-            raise TrainError("--residual-sigma must be >= 0 (0: the whole residual)", usage=True)
+    if residual_sigma is not None:  # validate() checks it with the other options
         model["residual_sigma"] = float(residual_sigma)
     if size:
         model["image_size"] = int(size)
